@@ -1,0 +1,51 @@
+# Two commands matter: `make run` (the demo on the embedded dev stack) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run dev test unit integration e2e lint typecheck crds check-crds venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+	@scripts/ensure-redis.sh $(BIN)
+
+run: venv            ## the main job: the dev stack runs examples/ and exits 0 when all end as expected
+	$(BIN)/anklet dev --demo
+
+dev: venv            ## the dev stack, until Ctrl-C (kubeconfig and endpoints.json in .state/dev)
+	$(BIN)/anklet dev --state-dir .state/dev
+
+test: venv lint typecheck check-crds   ## everything CI runs
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv
+	$(BIN)/pytest -q tests/integration
+
+e2e: venv
+	$(BIN)/pytest -q tests/e2e
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+crds: venv           ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m anklet.crd
+
+check-crds: venv
+	$(BIN)/python -m anklet.crd --check
+
+clean:
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,248 @@
+"""`anklet dev`: the whole system on one machine, with no Mac, cluster or GitHub.
+
+The emulated Kubernetes API runs in this process; Redis, the controller and one agent per
+simulated Mac run as child processes exactly as they would in production (the agents drive the
+simulated `anka` executable found first on their PATH). Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from anklet import crd, models
+from anklet.dev.redis_server import RedisServer, RedisUnavailable
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+
+@dataclass
+class DevStack:
+    hosts: int = 2
+    state_dir: Path | None = None
+    time_scale: float = 0.02
+    host_cpu: int = 8
+    host_memory_mib: int = 16 * 1024
+    out: Any = field(default=sys.stdout)
+
+    def __post_init__(self) -> None:
+        self._own_dir = self.state_dir is None
+        self.dir = self.state_dir or Path(tempfile.mkdtemp(prefix="anklet-dev-"))
+        self.children: list[_Child] = []
+        self.redis: RedisServer | None = None
+        self.api: Any = None
+        self.endpoints: dict[str, Any] = {}
+
+    def say(self, message: str) -> None:
+        print(f"[anklet dev {time.strftime('%H:%M:%S')}] {message}", file=self.out, flush=True)
+
+    # ----- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> dict[str, Any]:
+        from anklet.dev.anka_sim import install_shim
+        from anklet.dev.kube_emulator import KubeApiServer
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        try:
+            self.redis = RedisServer(self.dir / "redis").start()
+        except RedisUnavailable as exc:
+            raise DevStackError(str(exc)) from exc
+        self.api = KubeApiServer()
+        await self.api.__aenter__()
+        kubeconfig = self.dir / "kubeconfig"
+        self.api.write_kubeconfig(kubeconfig)
+        self.api.install_crd(crd.build_crd())
+        bin_dir = self.dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        install_shim(bin_dir)
+        base_env = {
+            **os.environ,
+            "ANKLET_REDIS_URL": self.redis.url,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+        }
+        await self._spawn(
+            "controller",
+            [sys.executable, "-m", "anklet.cli", "controller", "--kubeconfig", str(kubeconfig)],
+            {**base_env, "ANKLET_RESYNC_SECONDS": "10"},
+        )
+        for i in range(1, self.hosts + 1):
+            name = f"mac-{i}"
+            home = self.dir / "hosts" / name
+            (home / "anka").mkdir(parents=True, exist_ok=True)
+            env = {
+                **base_env,
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "ANKA_SIM_HOME": str(home / "anka"),
+                "ANKA_SIM_TIME_SCALE": str(self.time_scale),
+                "ANKLET_AGENT_NAME": name,
+                "ANKLET_AGENT_CPU": str(self.host_cpu),
+                "ANKLET_AGENT_MEMORY_MIB": str(self.host_memory_mib),
+                "ANKLET_AGENT_READY_POLL_SECONDS": str(max(0.05, 2.0 * self.time_scale)),
+                "ANKLET_AGENT_ORPHAN_GRACE_SECONDS": "5",
+            }
+            argv = [sys.executable, "-m", "anklet.cli", "agent", "--state-dir", str(home), "--arch", "arm64"]
+            await self._spawn(name, argv, env)
+        self.endpoints = {
+            "kube_api": self.api.url,
+            "kubeconfig": str(kubeconfig),
+            "redis_url": self.redis.url,
+            "webhook_url": None,
+            "webhook_secret": None,
+            "github_api": None,
+            "metrics": {},
+            "logs": str(self.dir / "logs"),
+            "hosts": [f"mac-{i}" for i in range(1, self.hosts + 1)],
+        }
+        (self.dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
+        return self.endpoints
+
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log_path = self.dir / "logs" / f"{name}.log"
+        log_file = log_path.open("ab")
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file
+        )
+        log_file.close()
+        self.children.append(_Child(name, process, log_path))
+
+    def check_children(self) -> None:
+        for child in self.children:
+            if child.process.returncode is not None:
+                tail = child.log_path.read_text(errors="replace")[-2000:]
+                raise DevStackError(f"{child.name} exited with {child.process.returncode}; log tail:\n{tail}")
+
+    async def stop(self) -> None:
+        for child in self.children:
+            if child.process.returncode is None:
+                child.process.terminate()
+        for child in self.children:
+            try:
+                await asyncio.wait_for(child.process.wait(), 10)
+            except TimeoutError:
+                child.process.kill()
+                await child.process.wait()
+        self.children.clear()
+        if self.api is not None:
+            await self.api.__aexit__(None, None, None)
+            self.api = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[DevStack]:
+        try:
+            await self.start()
+            yield self
+        finally:
+            await asyncio.shield(self.stop())
+
+    # ----- modes ----------------------------------------------------------------------------
+    async def serve(self) -> int:
+        async with self.running():
+            self.say(f"state in {self.dir}")
+            self.say(f"kubectl --kubeconfig {self.endpoints['kubeconfig']} get ankajobs")
+            self.say(f"endpoints: {self.dir / 'endpoints.json'}; Ctrl-C stops everything")
+            while True:
+                self.check_children()
+                await asyncio.sleep(1.0)
+
+    async def demo(self, examples: Path, *, timeout: float) -> int:
+        jobs = load_examples(examples)
+        if not jobs:
+            raise DevStackError(f"no AnkaJob examples found in {examples}")
+        async with self.running():
+            self.say(f"{self.hosts} simulated Macs, state in {self.dir}")
+            async with httpx.AsyncClient(base_url=self.endpoints["kube_api"], timeout=30) as http:
+                for job in jobs:
+                    response = await http.post(_collection(job), json=job)
+                    if response.status_code >= 300:
+                        self.say(f"applying {job['metadata']['name']} failed: {response.text[:300]}")
+                        return 1
+                    self.say(f"applied ankajob/{job['metadata']['name']}")
+                try:
+                    results = await asyncio.wait_for(self._follow(http, jobs), timeout)
+                except TimeoutError:
+                    self.say(f"timed out after {timeout:.0f} s; logs in {self.dir / 'logs'}")
+                    return 1
+        failed = [name for name, ok in results.items() if not ok]
+        self.say("demo " + ("passed" if not failed else f"FAILED: {', '.join(failed)}"))
+        return 0 if not failed else 1
+
+    async def _follow(self, http: httpx.AsyncClient, jobs: list[dict[str, Any]]) -> dict[str, bool]:
+        """Watch the jobs until each is terminal; True where the phase is the expected one."""
+        expected = {j["metadata"]["name"]: _expectation(j) for j in jobs}
+        seen: dict[str, str] = {}
+        results: dict[str, bool] = {}
+        namespace = jobs[0]["metadata"].get("namespace", "default")
+        path = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}"
+        rv = "0"
+        while len(results) < len(expected):
+            self.check_children()
+            params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "5"}
+            async with http.stream("GET", path, params=params) as stream:
+                async for line in stream.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object", {})
+                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    name = obj.get("metadata", {}).get("name")
+                    if name not in expected or event.get("type") not in ("ADDED", "MODIFIED"):
+                        continue
+                    status = obj.get("status") or {}
+                    phase = status.get("phase", "Pending")
+                    detail = f"{phase} host={status.get('host') or '-'} {status.get('message') or ''}".strip()
+                    if seen.get(name) != detail:
+                        seen[name] = detail
+                        self.say(f"{name}: {detail}")
+                    if phase in ("Succeeded", "Failed", "Cancelled") and name not in results:
+                        want_phase, want_exit = expected[name]
+                        ok = phase == want_phase and (want_exit is None or status.get("exitCode") == want_exit)
+                        results[name] = ok
+                        self.say(f"{name}: {'as expected' if ok else 'UNEXPECTED'} ({want_phase}, exit {want_exit})")
+                    if len(results) == len(expected):
+                        break
+        return results
+
+
+def _collection(job: dict[str, Any]) -> str:
+    namespace = job["metadata"].get("namespace", "default")
+    return f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}"
+
+
+def _expectation(job: dict[str, Any]) -> tuple[str, int | None]:
+    annotations = job["metadata"].get("annotations", {})
+    raw_exit = annotations.get("anklet.dev/expected-exit-code")
+    return annotations.get("anklet.dev/expected-phase", "Succeeded"), int(raw_exit) if raw_exit else None
+
+
+def load_examples(directory: Path) -> list[dict[str, Any]]:
+    jobs = []
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == models.KIND:
+                jobs.append(doc)
+    return jobs

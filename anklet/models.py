@@ -1,0 +1,199 @@
+"""The AnkaJob resource as pydantic models: the one source of truth for its shape.
+
+`crds/ankajob.yaml` is generated from these classes (`make crds`), the controller parses
+watch bodies with them, and the dev stack's API emulator validates against the generated
+schema, so a field added here reaches every layer at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+GROUP = "anklet.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AnkaJob"
+PLURAL = "ankajobs"
+SINGULAR = "ankajob"
+SHORT_NAMES = ["aj"]
+
+
+class Phase(enum.StrEnum):
+    """Where an AnkaJob is in its life; only the controller moves it forward.
+
+    Pending: accepted, waiting for a host. Scheduled: a host's capacity is reserved.
+    Provisioning: the host is pulling/cloning/starting the VM. Running: the workload runs.
+    Succeeded / Failed / Cancelled: terminal, and the VM is gone.
+    """
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    PROVISIONING = "Provisioning"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+    def has_vm(self) -> bool:
+        """True while a host may hold a VM (or be about to create one) for the job."""
+        return self in (Phase.SCHEDULED, Phase.PROVISIONING, Phase.RUNNING)
+
+    @property
+    def rank(self) -> int:
+        """Order used to apply observations forward only (terminal phases share the top)."""
+        return _PHASE_RANK[self]
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+_PHASE_RANK = {
+    Phase.PENDING: 0,
+    Phase.SCHEDULED: 1,
+    Phase.PROVISIONING: 2,
+    Phase.RUNNING: 3,
+    Phase.SUCCEEDED: 4,
+    Phase.FAILED: 4,
+    Phase.CANCELLED: 4,
+}
+
+K8sName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class ScriptSpec(_Model):
+    """Settings of the `script` handler: a shell script run inside the VM."""
+
+    run: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Shell script run inside the VM with bash -l as the VM's default user."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables set for the script."
+    )
+
+
+class Resources(_Model):
+    """What one VM of the job needs from its host; the scheduler reserves exactly this."""
+
+    cpu: int = Field(ge=1, le=512, description="CPU cores for the VM.")
+    memory_mib: int = Field(
+        alias="memoryMiB", ge=256, le=4 * 1024 * 1024, description="Memory for the VM in MiB."
+    )
+
+
+class AnkaJobSpec(_Model):
+    """What the user wants: one workload in one fresh VM cloned from an Anka template."""
+
+    template: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Anka template UUID or name."
+    )
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+        default=None, description="Template tag; the template's latest tag when absent."
+    )
+    handler: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")] = Field(
+        description="Handler plugin that defines the workload (script, github, ...)."
+    )
+    script: ScriptSpec | None = Field(default=None, description="Settings of the script handler.")
+    github: dict[str, Any] | None = Field(
+        default=None,
+        description="Settings of the github handler (written by the GitHub receiver).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    resources: Resources | None = Field(
+        default=None, description="CPU and memory per VM; default: the template tag's own."
+    )
+    host_selector: dict[str, str] | None = Field(
+        default=None, alias="hostSelector", description="Labels a host must have."
+    )
+    queue: str | None = Field(
+        default=None, max_length=63, description="Routing group; only hosts serving it are used."
+    )
+    mounts: list[str] | None = Field(
+        default=None, description="Host-to-guest folder mounts as host_path[:guest_name]."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, alias="timeoutSeconds", ge=1, description="Upper bound for the workload's run."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        alias="ttlSecondsAfterFinished",
+        ge=0,
+        description="Delete the AnkaJob this long after it finished.",
+    )
+    backoff_limit: int = Field(
+        default=2,
+        alias="backoffLimit",
+        ge=0,
+        le=100,
+        description="Retries after infrastructure failures (not after the workload's own failure).",
+    )
+    cancel: bool = Field(default=False, description="Set true to cancel the job and tear its VM down.")
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """A Kubernetes-style condition: says *why* the job is where it is."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime | None = Field(default=None, alias="lastTransitionTime")
+
+
+class AnkaJobStatus(_Model):
+    """What the controller observed; written only by the controller."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    phase: Phase = Field(default=Phase.PENDING, description="Where the job is in its life.")
+    host: str | None = Field(default=None, description="Host the job is scheduled on.")
+    vm_name: str | None = Field(default=None, alias="vmName", description="Name of the job's VM.")
+    attempts: int = Field(default=0, ge=0, description="How many times the job was placed on a host.")
+    exit_code: int | None = Field(default=None, alias="exitCode", description="Workload exit code.")
+    reason: str | None = Field(default=None, description="Machine-readable cause of the phase.")
+    message: str | None = Field(default=None, description="Human-readable cause of the phase.")
+    output: str | None = Field(default=None, description="Tail of the workload's output.")
+    start_time: datetime | None = Field(default=None, alias="startTime")
+    completion_time: datetime | None = Field(default=None, alias="completionTime")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes metadata the controller reads."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: datetime | None = Field(default=None, alias="deletionTimestamp")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AnkaJob(BaseModel):
+    """A whole AnkaJob object as read from the API."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: AnkaJobSpec
+    status: AnkaJobStatus = Field(default_factory=AnkaJobStatus)

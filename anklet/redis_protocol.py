@@ -1,0 +1,293 @@
+"""The Redis side of the controller ↔ host protocol: thin async adapters over redis-py.
+
+Capacity is reserved by one Lua script that reads the host's limits and its current
+allocations and writes the new allocation, the desired VM and the wake-up token in one
+atomic step, so two controllers (or one controller racing itself after a restart) can never
+put more on a host than it has.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from anklet import keys
+from anklet.wire import DesiredVM, HostInfo, Observation, Reservation
+
+# KEYS: info, alloc, desired, inbox, lease
+# ARGV: uid, attempt, cpu, memory_mib, reservation_json, desired_json
+_RESERVE_LUA = """
+if redis.call('EXISTS', KEYS[5]) == 0 then return 'host_not_ready' end
+local info = redis.call('HMGET', KEYS[1], 'slots', 'cpu', 'memory_mib', 'overcommit', 'schedulable')
+if not info[1] then return 'host_unknown' end
+if info[5] ~= '1' then return 'host_unschedulable' end
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then
+  local held = cjson.decode(existing)
+  if tonumber(held['attempt']) == tonumber(ARGV[2]) then return 'OK' end
+  return 'already_reserved'
+end
+local count, cpu, mem = 0, 0, 0
+for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
+  local r = cjson.decode(raw)
+  count = count + 1
+  cpu = cpu + tonumber(r['cpu'])
+  mem = mem + tonumber(r['memory_mib'])
+end
+if count + 1 > tonumber(info[1]) then return 'no_vm_slot' end
+if info[4] ~= '1' then
+  if cpu + tonumber(ARGV[3]) > tonumber(info[2]) then return 'insufficient_cpu' end
+  if mem + tonumber(ARGV[4]) > tonumber(info[3]) then return 'insufficient_memory' end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+redis.call('RPUSH', KEYS[4], 'reserve')
+redis.call('LTRIM', KEYS[4], -64, -1)
+return 'OK'
+"""
+
+# KEYS: alloc, desired, observed, inbox   ARGV: uid, attempt
+# Only the named attempt is released, so a late release cannot free a newer attempt's slot.
+_RELEASE_LUA = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local r = cjson.decode(raw)
+  if tonumber(r['attempt']) ~= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local d = redis.call('HGET', KEYS[2], ARGV[1])
+if d and tonumber(cjson.decode(d)['attempt']) == tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local o = redis.call('HGET', KEYS[3], ARGV[1])
+if o and tonumber(cjson.decode(o)['attempt']) == tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+redis.call('RPUSH', KEYS[4], 'release')
+redis.call('LTRIM', KEYS[4], -64, -1)
+return 1
+"""
+
+# KEYS: desired, inbox   ARGV: uid, cancelled_json
+_CANCEL_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], 'cancel')
+redis.call('LTRIM', KEYS[2], -64, -1)
+return 1
+"""
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client whose individual commands retry briefly on connection errors.
+
+    Longer outages are handled by the callers' loops (see `anklet.backoff`), which log one
+    line per outage instead of one per command.
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+        socket_connect_timeout=5,
+    )
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """One host as the scheduler sees it: registration, liveness and allocations."""
+
+    info: HostInfo
+    ready: bool
+    reservations: tuple[Reservation, ...]
+
+
+class HostProtocol:
+    """The agent's side: register, heartbeat, read desired VMs, report observations."""
+
+    def __init__(self, client: aioredis.Redis, host: str) -> None:
+        self.client = client
+        self.host = host
+
+    async def register(self, info: HostInfo) -> None:
+        await self.client.hset(
+            keys.host_info(self.host),
+            mapping={
+                "json": info.model_dump_json(),
+                "slots": info.vm_slots,
+                "cpu": info.cpu,
+                "memory_mib": info.memory_mib,
+                "overcommit": "1" if info.overcommit else "0",
+                "schedulable": "1" if info.schedulable else "0",
+            },
+        )
+        await self.heartbeat()
+        await self.client.sadd(keys.hosts_index(), self.host)  # type: ignore[misc]
+        await publish_event(self.client, "host", host=self.host)
+
+    async def heartbeat(self) -> None:
+        await self.client.set(keys.host_lease(self.host), str(time.time()), px=keys.LEASE_TTL_MS)
+
+    async def wait_for_wakeup(self, timeout: float) -> bool:
+        """Block until the controller pushes a token or `timeout` passes; drain extra tokens."""
+        popped = await self.client.blpop([keys.host_inbox(self.host)], timeout=timeout)  # type: ignore[misc]
+        if popped is not None:
+            await self.client.delete(keys.host_inbox(self.host))
+        return popped is not None
+
+    async def poke(self) -> None:
+        """Wake this host's own loop (used when a local task ends)."""
+        await self.client.rpush(keys.host_inbox(self.host), "poke")  # type: ignore[misc]
+
+    async def desired(self) -> dict[str, DesiredVM]:
+        raw: Mapping[str, str] = await self.client.hgetall(keys.host_desired(self.host))  # type: ignore[misc]
+        return {uid: DesiredVM.model_validate_json(v) for uid, v in raw.items()}
+
+    async def observed(self) -> dict[str, Observation]:
+        raw: Mapping[str, str] = await self.client.hgetall(keys.host_observed(self.host))  # type: ignore[misc]
+        return {uid: Observation.model_validate_json(v) for uid, v in raw.items()}
+
+    async def report(self, observation: Observation) -> None:
+        await self.client.hset(  # type: ignore[misc]
+            keys.host_observed(self.host), observation.uid, observation.model_dump_json()
+        )
+        await publish_event(self.client, "observed", host=self.host, uid=observation.uid)
+
+    async def forget(self, uid: str) -> None:
+        await self.client.hdel(keys.host_observed(self.host), uid)  # type: ignore[misc]
+
+    async def deregister(self) -> None:
+        await self.client.delete(keys.host_lease(self.host))
+        await publish_event(self.client, "host", host=self.host)
+
+
+async def publish_event(client: aioredis.Redis, kind: str, **fields: str) -> None:
+    await client.xadd(
+        keys.events_stream(),
+        {"kind": kind, **fields},
+        maxlen=keys.EVENTS_MAXLEN,
+        approximate=True,
+    )
+
+
+class ControllerProtocol:
+    """The controller's side: snapshot hosts, reserve, release, cancel, read observations."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._reserve = client.register_script(_RESERVE_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._cancel = client.register_script(_CANCEL_LUA)
+
+    async def host_names(self) -> list[str]:
+        names: set[str] = await self.client.smembers(keys.hosts_index())  # type: ignore[misc]
+        return sorted(names)
+
+    async def snapshot(self) -> list[HostSnapshot]:
+        """Every registered host with its lease state and allocations, in one pipeline."""
+        names = await self.host_names()
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(keys.host_info(name), "json")
+            pipe.exists(keys.host_lease(name))
+            pipe.hvals(keys.host_alloc(name))
+        raw: list[Any] = await pipe.execute()
+        result = []
+        for i, _name in enumerate(names):
+            info_json, lease, allocs = raw[3 * i : 3 * i + 3]
+            if not info_json:
+                continue
+            result.append(
+                HostSnapshot(
+                    info=HostInfo.model_validate_json(info_json),
+                    ready=bool(lease),
+                    reservations=tuple(Reservation.model_validate_json(a) for a in allocs),
+                )
+            )
+        return result
+
+    async def reserve(self, host: str, desired: DesiredVM) -> str:
+        """Reserve capacity and publish the desired VM atomically; 'OK' or the refusal reason."""
+        reservation = Reservation(
+            uid=desired.uid, attempt=desired.attempt, cpu=desired.cpu, memory_mib=desired.memory_mib
+        )
+        result = await self._reserve(
+            keys=[
+                keys.host_info(host),
+                keys.host_alloc(host),
+                keys.host_desired(host),
+                keys.host_inbox(host),
+                keys.host_lease(host),
+            ],
+            args=[
+                desired.uid,
+                desired.attempt,
+                desired.cpu,
+                desired.memory_mib,
+                reservation.model_dump_json(),
+                desired.model_dump_json(),
+            ],
+        )
+        return str(result)
+
+    async def release(self, host: str, uid: str, attempt: int) -> None:
+        await self._release(
+            keys=[
+                keys.host_alloc(host),
+                keys.host_desired(host),
+                keys.host_observed(host),
+                keys.host_inbox(host),
+            ],
+            args=[uid, attempt],
+        )
+        await publish_event(self.client, "released", host=host, uid=uid)
+
+    async def cancel(self, host: str, uid: str) -> bool:
+        """Ask the host to tear the job's VM down; False when nothing is desired there."""
+        raw = await self.client.hget(keys.host_desired(host), uid)  # type: ignore[misc]
+        if raw is None:
+            return False
+        desired = DesiredVM.model_validate_json(raw)
+        if desired.cancel:
+            return True
+        cancelled = desired.model_copy(update={"cancel": True})
+        done = await self._cancel(
+            keys=[keys.host_desired(host), keys.host_inbox(host)],
+            args=[uid, cancelled.model_dump_json()],
+        )
+        return bool(done)
+
+    async def desired(self, host: str, uid: str) -> DesiredVM | None:
+        raw = await self.client.hget(keys.host_desired(host), uid)  # type: ignore[misc]
+        return None if raw is None else DesiredVM.model_validate_json(raw)
+
+    async def observation(self, host: str, uid: str) -> Observation | None:
+        raw = await self.client.hget(keys.host_observed(host), uid)  # type: ignore[misc]
+        return None if raw is None else Observation.model_validate_json(raw)
+
+    async def read_events(self, last_id: str, block_ms: int) -> tuple[str, list[dict[str, str]]]:
+        """Events after `last_id` (blocking up to `block_ms`); returns the new last id."""
+        reply = await self.client.xread({keys.events_stream(): last_id}, block=block_ms, count=500)
+        events: list[dict[str, str]] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last_id = entry_id
+                events.append(dict(fields))
+        return last_id, events
+
+    async def latest_event_id(self) -> str:
+        entries = await self.client.xrevrange(keys.events_stream(), count=1)
+        return str(entries[0][0]) if entries else "0-0"

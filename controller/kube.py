@@ -1,0 +1,114 @@
+"""A thin async adapter for the few Kubernetes writes the controller makes outside kopf handlers.
+
+kopf owns watching and handler bookkeeping; the reconciler (one serial writer) patches AnkaJob
+status, posts Events and deletes expired jobs through this client. Credentials come from the
+official client's loaders (in-cluster service account or kubeconfig), requests go over httpx.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from anklet import models
+
+
+class KubeError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"kubernetes API answered {status}: {message}")
+        self.status = status
+
+
+class KubeClient:
+    """Status patches, deletes and Events for AnkaJobs."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._http = client
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        from kubernetes import config as kconfig
+        from kubernetes.client import Configuration
+
+        cfg = Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kconfig.load_incluster_config(client_configuration=cfg)
+        else:
+            kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg, persist_config=False)
+        headers = {"Accept": "application/json"}
+        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+        if token:
+            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        verify: ssl.SSLContext | bool = False
+        if cfg.host.startswith("https"):
+            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl.create_default_context()
+            if not cfg.verify_ssl:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if cfg.cert_file:
+                ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+            verify = ctx
+        http = httpx.AsyncClient(base_url=cfg.host, headers=headers, verify=verify, timeout=30.0)
+        return cls(http)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @staticmethod
+    def _path(namespace: str, name: str) -> str:
+        return f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}/{name}"
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch `.status`; returns the updated object, None when the object is gone."""
+        response = await self._http.patch(
+            self._path(namespace, name) + "/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise KubeError(response.status_code, response.text[:500])
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def delete(self, namespace: str, name: str) -> None:
+        response = await self._http.request(
+            "DELETE", self._path(namespace, name), json={"propagationPolicy": "Background"}
+        )
+        if response.status_code not in (200, 202, 404):
+            raise KubeError(response.status_code, response.text[:500])
+
+    async def event(
+        self, job: models.AnkaJob, *, reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        """Post a core/v1 Event about the job (best effort: an Event is never worth a retry loop)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{job.metadata.name}.", "namespace": job.metadata.namespace},
+            "involvedObject": {
+                "apiVersion": models.API_VERSION,
+                "kind": models.KIND,
+                "name": job.metadata.name,
+                "namespace": job.metadata.namespace,
+                "uid": job.metadata.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "anklet-controller"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._http.post(f"/api/v1/namespaces/{job.metadata.namespace}/events", json=body)
+        except httpx.HTTPError:
+            return

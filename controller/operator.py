@@ -1,0 +1,71 @@
+"""kopf handlers: short, and each only feeds the reconciler or waits for it.
+
+Run with ``anklet controller``. The handlers never decide anything themselves: watch events go
+into the reconciler's view, the finalizer waits until the reconciler reports the job settled
+(its VM deleted on the host), and startup wires Redis and the Kubernetes client together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from anklet import models
+from anklet.config import ControllerSettings
+from anklet.redis_protocol import ControllerProtocol, connect
+from controller.kube import KubeClient
+from controller.reconciler import Reconciler
+
+FINALIZER = "anklet.dev/vm-teardown"
+RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
+
+log = logging.getLogger("anklet.controller")
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = ControllerSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="anklet.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="anklet.dev")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    redis = connect(config.redis_url.get_secret_value())
+    kube = KubeClient.from_environment(config.kubeconfig)
+    reconciler = Reconciler(ControllerProtocol(redis), kube, resync_seconds=config.resync_seconds)
+    memo.redis, memo.kube, memo.reconciler = redis, kube, reconciler
+    memo.tasks = [
+        asyncio.create_task(reconciler.run(), name="reconciler"),
+        asyncio.create_task(reconciler.follow_host_events(), name="host-events"),
+    ]
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if "kube" in memo:
+        await memo.kube.aclose()
+    if "redis" in memo:
+        await memo.redis.aclose()
+
+
+@kopf.on.event(*RESOURCE)
+def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event updates the reconciler's view (level-triggered; events only speed it up)."""
+    memo.reconciler.observe(event["object"], deleted=event["type"] == "DELETED")
+
+
+@kopf.on.delete(*RESOURCE)
+async def teardown(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Hold the finalizer until the job's VM is gone (or never existed)."""
+    reconciler: Reconciler = memo.reconciler
+    reconciler.observe(body)
+    if not await reconciler.wait_settled(body.metadata.uid, timeout=20.0):
+        raise kopf.TemporaryError("waiting for the host to delete the job's VM", delay=1)

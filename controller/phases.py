@@ -1,0 +1,181 @@
+"""Phase transitions of an AnkaJob as pure functions returning status patches.
+
+Every function takes the current status and returns the merge patch to apply (or None when
+nothing changes), so applying the same input twice, or on a stale view, is harmless: the
+second call sees the new status and returns None, and observations only move forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from anklet.models import AnkaJobStatus, Condition, ConditionStatus, Phase
+from anklet.wire import Observation, ObservedPhase
+
+Patch = dict[str, Any]
+
+COND_SCHEDULED = "Scheduled"
+COND_FINISHED = "Finished"
+
+
+def _ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    status: AnkaJobStatus, type_: str, value: ConditionStatus, reason: str, message: str, now: datetime
+) -> list[dict[str, Any]] | None:
+    """The conditions list with one condition set; None when it is already exactly so."""
+    existing = {c.type: c for c in status.conditions}
+    old = existing.get(type_)
+    if old is not None and (old.status, old.reason, old.message) == (value, reason, message):
+        return None
+    changed_at = old.last_transition_time if old is not None and old.status == value else None
+    existing[type_] = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=changed_at or now,
+    )
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in existing.values()]
+
+
+def pending_unschedulable(status: AnkaJobStatus, message: str, now: datetime) -> Patch | None:
+    """Stay Pending and say why; no write when the reason did not change."""
+    if status.phase != Phase.PENDING:
+        return None
+    conditions = _condition(status, COND_SCHEDULED, ConditionStatus.FALSE, "Unschedulable", message, now)
+    if conditions is None:
+        return None
+    return {"phase": Phase.PENDING.value, "reason": "Unschedulable", "message": message, "conditions": conditions}
+
+
+def scheduled(status: AnkaJobStatus, *, host: str, vm_name: str, attempt: int, now: datetime) -> Patch | None:
+    if status.phase != Phase.PENDING:
+        return None
+    message = f"attempt {attempt} placed on {host}"
+    conditions = _condition(status, COND_SCHEDULED, ConditionStatus.TRUE, "Scheduled", message, now) or []
+    return {
+        "phase": Phase.SCHEDULED.value,
+        "host": host,
+        "vmName": vm_name,
+        "attempts": attempt,
+        "reason": "Scheduled",
+        "message": message,
+        "exitCode": None,
+        "output": None,
+        "conditions": conditions,
+    }
+
+
+def finished(
+    status: AnkaJobStatus,
+    phase: Phase,
+    *,
+    reason: str,
+    message: str,
+    now: datetime,
+    exit_code: int | None = None,
+    output: str | None = None,
+) -> Patch | None:
+    """Move to a terminal phase (once)."""
+    if status.phase.is_terminal():
+        return None
+    value = ConditionStatus.TRUE
+    conditions = _condition(status, COND_FINISHED, value, reason, message, now) or [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.conditions
+    ]
+    patch: Patch = {
+        "phase": phase.value,
+        "reason": reason,
+        "message": message,
+        "completionTime": _ts(now),
+        "conditions": conditions,
+    }
+    if exit_code is not None:
+        patch["exitCode"] = exit_code
+    if output is not None:
+        patch["output"] = output
+    return patch
+
+
+@dataclass(frozen=True)
+class ObservationOutcome:
+    """What to do after a host observation: the status patch and whether to free the host."""
+
+    patch: Patch | None
+    release: bool = False
+
+
+_FORWARD = {ObservedPhase.PROVISIONING: Phase.PROVISIONING, ObservedPhase.RUNNING: Phase.RUNNING}
+
+
+def apply_observation(
+    status: AnkaJobStatus, obs: Observation, *, backoff_limit: int, now: datetime
+) -> ObservationOutcome:
+    """Fold one host observation into the status, forward only and for the current attempt only."""
+    if status.phase.is_terminal() or obs.attempt != status.attempts or obs.host != status.host:
+        return ObservationOutcome(patch=None)
+    if obs.phase in _FORWARD:
+        target = _FORWARD[obs.phase]
+        if target.rank <= status.phase.rank:
+            return ObservationOutcome(patch=None)
+        patch: Patch = {"phase": target.value, "reason": obs.stage or target.value, "message": obs.message or ""}
+        if target == Phase.RUNNING and status.start_time is None:
+            patch["startTime"] = _ts(now)
+        return ObservationOutcome(patch=patch)
+    if not obs.vm_deleted:
+        # Terminal reports are only trusted once the VM is gone; until then keep waiting.
+        return ObservationOutcome(patch=None)
+    if obs.phase == ObservedPhase.SUCCEEDED:
+        return ObservationOutcome(
+            patch=finished(
+                status,
+                Phase.SUCCEEDED,
+                reason="Succeeded",
+                message=obs.message or "workload exited 0",
+                now=now,
+                exit_code=obs.exit_code,
+                output=obs.output,
+            ),
+            release=True,
+        )
+    if obs.phase == ObservedPhase.CANCELLED:
+        return ObservationOutcome(
+            patch=finished(
+                status, Phase.CANCELLED, reason="Cancelled", message=obs.message or "cancelled", now=now
+            ),
+            release=True,
+        )
+    reason = obs.reason or "Failed"
+    if obs.retryable and status.attempts <= backoff_limit:
+        return ObservationOutcome(patch=requeue(status, reason=reason, message=obs.message or reason), release=True)
+    message = obs.message or reason
+    if obs.retryable:
+        message = f"{message} (backoffLimit {backoff_limit} reached after {status.attempts} attempts)"
+    return ObservationOutcome(
+        patch=finished(
+            status,
+            Phase.FAILED,
+            reason=reason,
+            message=message,
+            now=now,
+            exit_code=obs.exit_code,
+            output=obs.output,
+        ),
+        release=True,
+    )
+
+
+def requeue(status: AnkaJobStatus, *, reason: str, message: str) -> Patch:
+    """Back to Pending after an infrastructure failure; the next placement is a new attempt."""
+    return {
+        "phase": Phase.PENDING.value,
+        "host": None,
+        "vmName": None,
+        "reason": reason,
+        "message": f"attempt {status.attempts} failed on {status.host}: {message}; retrying",
+    }

@@ -1,0 +1,384 @@
+"""The controller's reconciler: one serial writer that converges AnkaJobs with what hosts report.
+
+kopf feeds it every watch event (`observe`); Redis events from hosts mark single jobs dirty or
+say that capacity changed. Each pass reads the facts, calls the pure decisions in
+`controller.phases` and `controller.scheduling`, and applies the results idempotently. Being
+the only writer of AnkaJob status removes every schedule-vs-cancel race inside one replica;
+the atomic reservation in Redis removes them between replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from anklet import plugins
+from anklet.backoff import Backoff
+from anklet.models import AnkaJob, Phase
+from anklet.redis_protocol import ControllerProtocol, HostSnapshot
+from anklet.vmname import VMName
+from anklet.wire import DesiredVM
+from controller import phases, scheduling
+from controller.kube import KubeClient, KubeError
+from controller.resources import resolve_resources
+
+log = logging.getLogger("anklet.controller")
+
+_IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    raw = body.get("metadata", {}).get("resourceVersion") or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+class Reconciler:
+    """Holds the controller's view of AnkaJobs and converges each dirty one."""
+
+    def __init__(
+        self,
+        proto: ControllerProtocol,
+        kube: KubeClient,
+        *,
+        resync_seconds: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.proto = proto
+        self.kube = kube
+        self.resync_seconds = resync_seconds
+        self.clock = clock
+        self.jobs: dict[str, AnkaJob] = {}
+        self._versions: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._capacity_changed = True
+        self._wake = asyncio.Event()
+        self._settled: dict[str, asyncio.Event] = {}
+        self._gc_heap: list[tuple[float, str]] = []
+        self._backoff = Backoff(log, "controller")
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ----- inputs -------------------------------------------------------------------------
+    def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Take one watch event (from kopf) into the view; newer resourceVersions only."""
+        uid = body.get("metadata", {}).get("uid", "")
+        if not uid:
+            return
+        if deleted:
+            self.jobs.pop(uid, None)
+            self._versions.pop(uid, None)
+            self._capacity_changed = True
+            self._wake.set()
+            return
+        rv = _rv(body)
+        if rv and rv < self._versions.get(uid, 0):
+            return
+        try:
+            job = AnkaJob.model_validate(dict(body))
+        except ValidationError as exc:
+            log.error("ignoring malformed AnkaJob %s: %s", body.get("metadata", {}).get("name"), exc)
+            return
+        self.jobs[uid] = job
+        self._versions[uid] = rv
+        self.mark(uid)
+
+    def mark(self, uid: str) -> None:
+        self._dirty.add(uid)
+        self._wake.set()
+
+    def capacity_changed(self) -> None:
+        self._capacity_changed = True
+        self._wake.set()
+
+    async def wait_settled(self, uid: str, timeout: float) -> bool:
+        """For the finalizer: wait until the job is terminal (its VM is gone) or has none."""
+        job = self.jobs.get(uid)
+        if job is None or job.status.phase.is_terminal():
+            return True
+        event = self._settled.setdefault(uid, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        job = self.jobs.get(uid)
+        return job is None or job.status.phase.is_terminal()
+
+    # ----- loops --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Converge dirty jobs whenever woken; a timed full resync catches anything missed."""
+        self._dirty.update(self.jobs)
+        while True:
+            timeout = self.resync_seconds
+            if self._gc_heap:
+                timeout = max(0.0, min(timeout, self._gc_heap[0][0] - time.time()))
+            if not self._dirty and not self._capacity_changed:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    self._dirty.update(self.jobs)
+                    self._capacity_changed = True
+            self._wake.clear()
+            self._collect_gc()
+            dirty, self._dirty = self._dirty, set()
+            capacity, self._capacity_changed = self._capacity_changed, False
+            try:
+                await self.reconcile(dirty, capacity)
+                self._backoff.succeeded()
+            except _IO_ERRORS as exc:
+                self._dirty |= dirty
+                self._capacity_changed |= capacity
+                await self._backoff.failed(exc)
+
+    async def follow_host_events(self) -> None:
+        """Turn host events from Redis into dirty marks; a full resync after every outage."""
+        last = await self._retrying(self.proto.latest_event_id)
+        self._dirty.update(self.jobs)
+        backoff = Backoff(log, "host event stream")
+        while True:
+            try:
+                last, events = await self.proto.read_events(last, block_ms=int(self.resync_seconds * 1000))
+                if backoff.failing:
+                    self._dirty.update(self.jobs)
+                    self.capacity_changed()
+                backoff.succeeded()
+            except RedisError as exc:
+                await backoff.failed(exc)
+                continue
+            for event in events:
+                uid = event.get("uid")
+                if event.get("kind") == "observed" and uid:
+                    self.mark(uid)
+                else:
+                    self.capacity_changed()
+
+    async def _retrying(self, fn: Callable[[], Any]) -> Any:
+        backoff = Backoff(log, "redis")
+        while True:
+            try:
+                result = await fn()
+            except RedisError as exc:
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            return result
+
+    # ----- one pass -----------------------------------------------------------------------
+    async def reconcile(self, dirty: set[str], capacity_changed: bool) -> None:
+        pending: dict[str, AnkaJob] = {}
+        for uid in sorted(dirty):
+            job = self.jobs.get(uid)
+            if job is not None and await self._reconcile_one(job):
+                pending[uid] = job
+        if capacity_changed:
+            for uid, job in self.jobs.items():
+                if self._wants_host(job):
+                    pending[uid] = job
+        if pending:
+            await self._schedule(list(pending.values()))
+
+    @staticmethod
+    def _wants_host(job: AnkaJob) -> bool:
+        return (
+            job.status.phase == Phase.PENDING
+            and job.status.host is None
+            and not job.spec.cancel
+            and job.metadata.deletion_timestamp is None
+        )
+
+    async def _reconcile_one(self, job: AnkaJob) -> bool:
+        """Converge one job; True when it waits for a host."""
+        status, now = job.status, self.clock()
+        if status.phase.is_terminal():
+            self._settle(job)
+            self._plan_gc(job)
+            return False
+        cancelling = job.spec.cancel or job.metadata.deletion_timestamp is not None
+        if status.host is None:
+            if cancelling:
+                await self._finish(job, Phase.CANCELLED, "Cancelled", "cancelled before a VM was created")
+                return False
+            try:
+                plugins.handler(job.spec.handler).validate(job.spec)
+            except (plugins.UnknownPlugin, plugins.InvalidJob) as exc:
+                await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+                return False
+            return True
+        host = status.host
+        obs = await self.proto.observation(host, job.metadata.uid)
+        if obs is not None:
+            outcome = phases.apply_observation(status, obs, backoff_limit=job.spec.backoff_limit, now=now)
+            if outcome.patch is not None:
+                job = await self._write(job, outcome.patch)
+            if outcome.release:
+                await self.proto.release(host, job.metadata.uid, obs.attempt)
+                self.capacity_changed()
+                return self._wants_host(job)
+        if cancelling:
+            if not await self.proto.cancel(host, job.metadata.uid) and obs is None:
+                await self._finish(job, Phase.CANCELLED, "Cancelled", "cancelled; no VM was left on the host")
+                await self.proto.release(host, job.metadata.uid, status.attempts)
+                self.capacity_changed()
+            return False
+        if obs is None and await self.proto.desired(host, job.metadata.uid) is None:
+            job = await self._write(
+                job, phases.requeue(status, reason="ReservationLost", message="the host no longer holds the job")
+            )
+            return self._wants_host(job)
+        return False
+
+    async def _schedule(self, jobs: list[AnkaJob]) -> None:
+        jobs.sort(key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name))
+        snapshot = await self.proto.snapshot()
+        requests = []
+        by_uid = {}
+        for job in jobs:
+            cpu, memory = resolve_resources(job.spec, snapshot)
+            requests.append(
+                scheduling.JobRequest(
+                    uid=job.metadata.uid,
+                    attempts=job.status.attempts,
+                    cpu=cpu,
+                    memory_mib=memory,
+                    template=job.spec.template,
+                    tag=job.spec.tag,
+                    host_selector=job.spec.host_selector or {},
+                    queue=job.spec.queue,
+                )
+            )
+            by_uid[job.metadata.uid] = job
+        for request, decision in scheduling.plan(requests, snapshot):
+            job = by_uid[request.uid]
+            await self._apply_decision(job, request, decision, snapshot)
+
+    async def _apply_decision(
+        self,
+        job: AnkaJob,
+        request: scheduling.JobRequest,
+        decision: scheduling.Decision,
+        snapshot: list[HostSnapshot],
+    ) -> None:
+        now = self.clock()
+        if isinstance(decision, scheduling.Adopt):
+            name = str(VMName(job.metadata.uid, decision.attempt))
+            patch = phases.scheduled(job.status, host=decision.host, vm_name=name, attempt=decision.attempt, now=now)
+            if patch is not None:
+                await self._write(job, patch)
+            return
+        if isinstance(decision, scheduling.ReleaseStale):
+            await self.proto.release(decision.host, job.metadata.uid, decision.attempt)
+            self.capacity_changed()
+            return
+        if isinstance(decision, scheduling.Unschedulable):
+            if decision.permanent:
+                await self._finish(job, Phase.FAILED, "Unschedulable", decision.message, event_type="Warning")
+                return
+            patch = phases.pending_unschedulable(job.status, decision.message, now)
+            if patch is not None:
+                await self._write(job, patch)
+                await self.kube.event(job, reason="Unschedulable", message=decision.message, type_="Warning")
+            return
+        attempt = job.status.attempts + 1
+        vm_name = str(VMName(job.metadata.uid, attempt))
+        try:
+            workload = plugins.handler(job.spec.handler).workload(job)
+        except (plugins.UnknownPlugin, plugins.InvalidJob) as exc:
+            await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+            return
+        desired = DesiredVM(
+            uid=job.metadata.uid,
+            namespace=job.metadata.namespace,
+            name=job.metadata.name,
+            attempt=attempt,
+            vm_name=vm_name,
+            template=job.spec.template,
+            tag=job.spec.tag,
+            cpu=request.cpu,
+            memory_mib=request.memory_mib,
+            handler=job.spec.handler,
+            workload=workload,
+            mounts=list(job.spec.mounts or []),
+        )
+        result = await self.proto.reserve(decision.host, desired)
+        if result != "OK":
+            log.info("reservation of %s on %s refused (%s); rescheduling", job.metadata.name, decision.host, result)
+            self.capacity_changed()
+            return
+        patch = phases.scheduled(job.status, host=decision.host, vm_name=vm_name, attempt=attempt, now=now)
+        if patch is not None:
+            await self._write(job, patch)
+            await self.kube.event(job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}")
+
+    # ----- writes -------------------------------------------------------------------------
+    async def _finish(self, job: AnkaJob, phase: Phase, reason: str, message: str, event_type: str = "Normal") -> None:
+        patch = phases.finished(job.status, phase, reason=reason, message=message, now=self.clock())
+        if patch is not None:
+            await self._write(job, patch)
+            await self.kube.event(job, reason=reason, message=message, type_=event_type)
+
+    async def _write(self, job: AnkaJob, patch: phases.Patch) -> AnkaJob:
+        body = await self.kube.patch_status(job.metadata.namespace, job.metadata.name, patch)
+        if body is None:
+            return job
+        updated = AnkaJob.model_validate(body)
+        uid = job.metadata.uid
+        if uid in self.jobs and _rv(body) >= self._versions.get(uid, 0):
+            self.jobs[uid] = updated
+            self._versions[uid] = _rv(body)
+        before, after = job.status.phase, updated.status.phase
+        if before != after:
+            log.info(
+                "job %s/%s %s → %s (%s)",
+                job.metadata.namespace,
+                job.metadata.name,
+                before.value,
+                after.value,
+                updated.status.message or "",
+            )
+            if after.is_terminal():
+                if after != Phase.CANCELLED or before != Phase.PENDING:
+                    await self.kube.event(updated, reason=after.value, message=updated.status.message or after.value)
+                self._settle(updated)
+                self._plan_gc(updated)
+        return updated
+
+    def _settle(self, job: AnkaJob) -> None:
+        event = self._settled.pop(job.metadata.uid, None)
+        if event is not None:
+            event.set()
+
+    def _plan_gc(self, job: AnkaJob) -> None:
+        ttl = job.spec.ttl_seconds_after_finished
+        done = job.status.completion_time
+        if ttl is None or done is None:
+            return
+        heapq.heappush(self._gc_heap, ((done + timedelta(seconds=ttl)).timestamp(), job.metadata.uid))
+
+    def _collect_gc(self) -> None:
+        """Delete finished jobs whose TTL expired (the finalizer then lets them go at once)."""
+        due = []
+        while self._gc_heap and self._gc_heap[0][0] <= time.time():
+            due.append(heapq.heappop(self._gc_heap)[1])
+        for uid in due:
+            job = self.jobs.get(uid)
+            if job is not None and job.status.phase.is_terminal():
+                self._background.add(asyncio.get_running_loop().create_task(self._delete(job)))
+        self._background = {t for t in self._background if not t.done()}
+
+    async def _delete(self, job: AnkaJob) -> None:
+        log.info("deleting %s/%s: ttlSecondsAfterFinished expired", job.metadata.namespace, job.metadata.name)
+        try:
+            await self.kube.delete(job.metadata.namespace, job.metadata.name)
+        except _IO_ERRORS as exc:
+            log.warning("could not delete expired %s: %s; retrying in 10 s", job.metadata.name, exc)
+            heapq.heappush(self._gc_heap, (time.time() + 10.0, job.metadata.uid))
+            self._wake.set()

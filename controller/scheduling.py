@@ -1,0 +1,194 @@
+"""Placement of pending jobs onto hosts: a pure function over a snapshot.
+
+No I/O and no clock: the caller passes the hosts as Redis showed them and gets back one
+decision per job. The reservation itself is made atomically in Redis afterwards, so a stale
+snapshot can only cause a refused reservation (retried on the next pass), never an overbooking.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from anklet.redis_protocol import HostSnapshot
+from anklet.wire import HostInfo
+
+
+class Unfit(enum.StrEnum):
+    """Why one host cannot take one job now."""
+
+    NOT_READY = "host not ready"
+    CORDONED = "host unschedulable"
+    SELECTOR = "labels do not match hostSelector"
+    QUEUE = "does not serve the job's queue"
+    NO_VM_SLOT = "no free VM slot"
+    CPU = "insufficient cpu"
+    MEMORY = "insufficient memory"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the scheduler needs to know about one pending job."""
+
+    uid: str
+    cpu: int
+    memory_mib: int
+    attempts: int = 0
+    template: str = ""
+    tag: str | None = None
+    host_selector: Mapping[str, str] = field(default_factory=dict)
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    host: str
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """A reservation for this job already exists (controller restarted after reserving)."""
+
+    host: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ReleaseStale:
+    """A reservation of an attempt that already ended is still held: free it first."""
+
+    host: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    """No host fits now; `permanent` when no registered host could fit even when empty."""
+
+    message: str
+    permanent: bool = False
+
+
+Decision = Placement | Adopt | ReleaseStale | Unschedulable
+
+
+@dataclass
+class _HostState:
+    info: HostInfo
+    ready: bool
+    used_slots: int
+    used_cpu: int
+    used_memory: int
+
+
+def _static_unfit(job: JobRequest, info: HostInfo) -> Unfit | None:
+    if any(info.labels.get(k) != v for k, v in job.host_selector.items()):
+        return Unfit.SELECTOR
+    served = info.queues or ["default"]
+    if (job.queue or "default") not in served:
+        return Unfit.QUEUE
+    return None
+
+
+def _never_fits(job: JobRequest, info: HostInfo) -> bool:
+    if info.vm_slots < 1:
+        return True
+    if info.overcommit:
+        return False
+    return job.cpu > info.cpu or job.memory_mib > info.memory_mib
+
+
+def _unfit(job: JobRequest, host: _HostState) -> Unfit | None:
+    info = host.info
+    if not host.ready:
+        return Unfit.NOT_READY
+    if not info.schedulable:
+        return Unfit.CORDONED
+    static = _static_unfit(job, info)
+    if static is not None:
+        return static
+    if host.used_slots + 1 > info.vm_slots:
+        return Unfit.NO_VM_SLOT
+    if not info.overcommit:
+        if host.used_cpu + job.cpu > info.cpu:
+            return Unfit.CPU
+        if host.used_memory + job.memory_mib > info.memory_mib:
+            return Unfit.MEMORY
+    return None
+
+
+def _has_template(job: JobRequest, info: HostInfo) -> bool:
+    return any(
+        job.template in (t.uuid, t.name) and (job.tag is None or t.tag == job.tag) for t in info.templates
+    )
+
+
+def _score(job: JobRequest, host: _HostState) -> tuple[int, int, str]:
+    """Lower is better: template already on disk first (a pull is tens of GiB), then pack."""
+    free_slots = host.info.vm_slots - host.used_slots
+    return (0 if _has_template(job, host.info) else 1, free_slots, host.info.name)
+
+
+def _explain(reasons: Counter[Unfit], total: int) -> str:
+    parts = ", ".join(f"{n} {reason.value}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"0/{total} hosts available: {parts}" if parts else f"0/{total} hosts registered"
+
+
+def plan(jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot]) -> list[tuple[JobRequest, Decision]]:
+    """Decide for each job in order; each placement consumes capacity for the jobs after it."""
+    states = {
+        h.info.name: _HostState(
+            info=h.info,
+            ready=h.ready,
+            used_slots=len(h.reservations),
+            used_cpu=sum(r.cpu for r in h.reservations),
+            used_memory=sum(r.memory_mib for r in h.reservations),
+        )
+        for h in hosts
+    }
+    held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
+    decisions: list[tuple[JobRequest, Decision]] = []
+    for job in jobs:
+        if job.uid in held:
+            host_name, attempt = held[job.uid]
+            if attempt > job.attempts:
+                decisions.append((job, Adopt(host=host_name, attempt=attempt)))
+            else:
+                decisions.append((job, ReleaseStale(host=host_name, attempt=attempt)))
+            continue
+        decision = place(job, states)
+        if isinstance(decision, Placement):
+            state = states[decision.host]
+            state.used_slots += 1
+            state.used_cpu += job.cpu
+            state.used_memory += job.memory_mib
+        decisions.append((job, decision))
+    return decisions
+
+
+def place(job: JobRequest, hosts: Mapping[str, _HostState]) -> Placement | Unschedulable:
+    reasons: Counter[Unfit] = Counter()
+    fitting: list[_HostState] = []
+    for host in hosts.values():
+        unfit = _unfit(job, host)
+        if unfit is None:
+            fitting.append(host)
+        else:
+            reasons[unfit] += 1
+    if fitting:
+        return Placement(host=min(fitting, key=lambda h: _score(job, h)).info.name)
+    permanent = bool(hosts) and all(_never_fits(job, h.info) for h in hosts.values())
+    message = _explain(reasons, len(hosts))
+    if permanent:
+        message = (
+            f"no registered host can ever fit {job.cpu} CPU / {job.memory_mib} MiB "
+            f"(largest: {_largest(hosts)})"
+        )
+    return Unschedulable(message=message, permanent=permanent)
+
+
+def _largest(hosts: Mapping[str, _HostState]) -> str:
+    best = max(hosts.values(), key=lambda h: (h.info.cpu, h.info.memory_mib))
+    return f"{best.info.cpu} CPU / {best.info.memory_mib} MiB"

@@ -1,0 +1,229 @@
+"""The host agent: registers the Mac, then converges its VMs to what the controller desires.
+
+It blocks on its Redis inbox (or a slow resync timer), lists what is really on the host, and
+for every job attempt looks up one action in `host_agent.converge.TABLE`. The host is the truth
+about which VMs exist: after a restart the agent adopts or cleans up what it finds instead of
+starting over, and it never creates a second VM for an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from anklet.backoff import Backoff
+from anklet.redis_protocol import HostProtocol
+from anklet.vmname import NotManagedByAnklet, VMName
+from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
+from host_agent.anka import AnkaDriver, AnkaError, VMInfo
+from host_agent.converge import Action, Desire, Outcome, decide
+from host_agent.facts import HostFacts
+from host_agent.reporter import Reporter
+from host_agent.templates import TemplateStore
+from host_agent.worker import Worker, WorkerConfig, delete_vm
+
+log = logging.getLogger("anklet.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    state_dir: Path
+    resync_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    orphan_grace_seconds: float = 30.0
+    ready_timeout: float = 180.0
+    ready_poll: float = 2.0
+    output_tail: int = 16_384
+
+
+def outcome_of(obs: Observation | None, key: VMName) -> Outcome:
+    if obs is None or obs.attempt != key.attempt or not obs.phase.is_terminal():
+        return Outcome.NONE
+    return Outcome.DONE if obs.vm_deleted else Outcome.PENDING_DELETE
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, proto: HostProtocol, anka: AnkaDriver, facts: HostFacts) -> None:
+        self.config = config
+        self.proto = proto
+        self.anka = anka
+        self.facts = facts
+        self.reporter = Reporter(proto)
+        self.templates = TemplateStore(anka, config.state_dir / "pull.lock", on_change=self.refresh_registration)
+        self.tasks: dict[VMName, asyncio.Task[None]] = {}
+        self._orphans: dict[str, float] = {}
+        self._info: HostInfo | None = None
+        self._backoff = Backoff(log, "host agent")
+
+    # ----- registration ---------------------------------------------------------------------
+    async def refresh_registration(self) -> None:
+        self._info = await self.facts.collect(self.config.name, await self.templates.local())
+        with contextlib.suppress(RedisError, OSError):
+            await self.proto.register(self._info)
+
+    async def _register(self) -> None:
+        backoff = Backoff(log, "registering with redis")
+        self._info = await self.facts.collect(self.config.name, await self.templates.local())
+        while True:
+            try:
+                await self.proto.register(self._info)
+                self.reporter.seed(await self.proto.observed())
+            except (RedisError, OSError) as exc:
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            log.info(
+                "registered host %s: %d CPU, %d MiB, %d VM slots, anka %s",
+                self._info.name,
+                self._info.cpu,
+                self._info.memory_mib,
+                self._info.vm_slots,
+                self._info.anka_version,
+            )
+            return
+
+    async def _heartbeat(self) -> None:
+        backoff = Backoff(log, "heartbeat")
+        while True:
+            try:
+                await self.proto.heartbeat()
+                if backoff.failing and self._info is not None:
+                    await self.proto.register(self._info)
+                backoff.succeeded()
+            except (RedisError, OSError) as exc:
+                await backoff.failed(exc)
+                continue
+            await asyncio.sleep(self.config.heartbeat_seconds)
+
+    # ----- main loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self._register()
+        helpers = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.reporter.run(), name="reporter"),
+        ]
+        try:
+            while True:
+                try:
+                    await self.converge()
+                    self._backoff.succeeded()
+                    await self.proto.wait_for_wakeup(self.config.resync_seconds)
+                except (RedisError, OSError, AnkaError) as exc:
+                    await self._backoff.failed(exc)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def converge(self) -> None:
+        """One level-triggered pass over every job attempt known from any source."""
+        desired = await self.proto.desired()
+        vms = await self.anka.list_vms()
+        self._reap()
+        owned: dict[VMName, VMInfo] = {}
+        for vm in vms:
+            with contextlib.suppress(NotManagedByAnklet):
+                owned[VMName.parse(vm.name)] = vm
+        wanted = {VMName(d.uid, d.attempt): d for d in desired.values()}
+        reported = {
+            VMName(o.uid, o.attempt): o for o in self.reporter.latest.values() if o.host == self.config.name
+        }
+        keys = set(wanted) | set(owned) | set(self.tasks) | set(reported)
+        for key in sorted(keys):
+            d = wanted.get(key)
+            desire = Desire.ABSENT if d is None else (Desire.CANCEL if d.cancel else Desire.RUN)
+            obs = self.reporter.latest.get(key.uid)
+            action = decide(
+                desire=desire, task=key in self.tasks, vm=key in owned, outcome=outcome_of(obs, key)
+            )
+            await self._act(action, key, d, obs, owned.get(key))
+        self._orphans = {name: t for name, t in self._orphans.items() if any(str(k) == name for k in owned)}
+
+    def _reap(self) -> None:
+        for key, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[key]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task for %s crashed: %r", key, task.exception())
+
+    async def _act(
+        self, action: Action, key: VMName, d: DesiredVM | None, obs: Observation | None, vm: VMInfo | None
+    ) -> None:
+        if action == Action.NOTHING:
+            return
+        if action in (Action.START, Action.RESUME):
+            assert d is not None
+            worker = Worker(
+                d,
+                anka=self.anka,
+                templates=self.templates,
+                reporter=self.reporter,
+                config=WorkerConfig(
+                    host=self.config.name,
+                    ready_timeout=self.config.ready_timeout,
+                    ready_poll=self.config.ready_poll,
+                    output_tail=self.config.output_tail,
+                ),
+                on_done=self._poke,
+            )
+            resume = action == Action.RESUME
+            log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)
+            self.tasks[key] = asyncio.create_task(worker.run(resume=resume, prior=obs), name=str(key))
+        elif action == Action.STOP_TASK:
+            log.info("cancelling %s: no longer desired", key)
+            self.tasks[key].cancel()
+        elif action == Action.DELETE_VM:
+            if d is None and obs is None and not self._orphan_due(str(key)):
+                return
+            self.tasks[key] = asyncio.create_task(self._delete_and_report(key, d, obs), name=f"delete {key}")
+        elif action == Action.REPORT_DONE:
+            assert obs is not None
+            self.reporter.put(obs.model_copy(update={"vm_deleted": True, "stage": "Finished"}))
+        elif action == Action.REPORT_CANCELLED:
+            assert d is not None
+            self.reporter.put(self._cancelled(key))
+        elif action == Action.FORGET:
+            if obs is not None and obs.attempt == key.attempt:
+                self.reporter.drop(key.uid)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.proto.forget(key.uid)
+
+    def _orphan_due(self, name: str) -> bool:
+        first = self._orphans.setdefault(name, time.monotonic())
+        return time.monotonic() - first >= self.config.orphan_grace_seconds
+
+    def _cancelled(self, key: VMName) -> Observation:
+        return Observation(
+            uid=key.uid,
+            attempt=key.attempt,
+            host=self.config.name,
+            phase=ObservedPhase.CANCELLED,
+            vm_name=str(key),
+            stage="Finished",
+            vm_deleted=True,
+            reason="Cancelled",
+            message="cancelled; VM deleted",
+            finished_at=time.time(),
+        )
+
+    async def _delete_and_report(self, key: VMName, d: DesiredVM | None, obs: Observation | None) -> None:
+        log.info("deleting VM %s", key)
+        if not await delete_vm(self.anka, str(key)):
+            return
+        if obs is not None and obs.attempt == key.attempt and obs.phase.is_terminal():
+            self.reporter.put(obs.model_copy(update={"vm_deleted": True, "stage": "Finished"}))
+        elif d is not None and d.cancel:
+            self.reporter.put(self._cancelled(key))
+        await self._poke()
+
+    async def _poke(self) -> None:
+        """Wake our own loop (through the inbox) after a task ends."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.proto.poke()

@@ -1,0 +1,180 @@
+"""One job attempt on this host: template → clone → start → ready → run → delete.
+
+A worker reports each stage, turns every failure into an outcome with a reason (retryable for
+infrastructure faults, final for the workload's own verdict), and always deletes its VM before
+it reports the terminal result with ``vm_deleted=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from anklet.wire import DesiredVM, Observation, ObservedPhase
+from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout
+from host_agent.reporter import Reporter
+from host_agent.templates import TemplateStore, TemplateUnavailable
+
+log = logging.getLogger("anklet.agent")
+
+GUEST_DISCONNECTED = 125
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str
+    ready_timeout: float
+    ready_poll: float
+    output_tail: int
+
+
+@dataclass(frozen=True)
+class Result:
+    phase: ObservedPhase
+    reason: str
+    message: str
+    retryable: bool = False
+    exit_code: int | None = None
+    output: str | None = None
+
+
+def classify_exit(exit_code: int, timed_out: bool, timeout: int | None) -> tuple[ObservedPhase, str, bool]:
+    """The workload's exit → (phase, reason, retryable). Only a lost guest link is retried."""
+    if timed_out:
+        return ObservedPhase.FAILED, "Timeout", False
+    if exit_code == 0:
+        return ObservedPhase.SUCCEEDED, "Succeeded", False
+    if exit_code == GUEST_DISCONNECTED:
+        return ObservedPhase.FAILED, "GuestDisconnected", True
+    return ObservedPhase.FAILED, "ExitCode", False
+
+
+class Worker:
+    def __init__(
+        self,
+        desired: DesiredVM,
+        *,
+        anka: AnkaDriver,
+        templates: TemplateStore,
+        reporter: Reporter,
+        config: WorkerConfig,
+        on_done: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.d = desired
+        self.anka = anka
+        self.templates = templates
+        self.reporter = reporter
+        self.config = config
+        self.on_done = on_done
+        self.started_at: float | None = None
+
+    def _report(self, phase: ObservedPhase, stage: str, **extra: object) -> None:
+        self.reporter.put(
+            Observation(
+                uid=self.d.uid,
+                attempt=self.d.attempt,
+                host=self.config.host,
+                phase=phase,
+                vm_name=self.d.vm_name,
+                stage=stage,
+                started_at=self.started_at,
+                **extra,  # type: ignore[arg-type]
+            )
+        )
+
+    async def run(self, *, resume: bool = False, prior: Observation | None = None) -> None:
+        try:
+            result = await self._attempt(resume=resume, prior=prior)
+        except asyncio.CancelledError:
+            result = Result(ObservedPhase.CANCELLED, "Cancelled", "cancelled; VM deleted")
+            await asyncio.shield(self.finish(result))
+            raise
+        await asyncio.shield(self.finish(result))
+
+    async def finish(self, result: Result) -> None:
+        """Report the result, delete the VM, then confirm: terminal + vm_deleted."""
+        fields = {
+            "reason": result.reason,
+            "message": result.message,
+            "retryable": result.retryable,
+            "exit_code": result.exit_code,
+            "output": result.output,
+            "finished_at": time.time(),
+        }
+        self._report(result.phase, "Deleting", **fields)
+        if await delete_vm(self.anka, self.d.vm_name):
+            self._report(result.phase, "Finished", vm_deleted=True, **fields)
+        await self.on_done()
+
+    async def _attempt(self, *, resume: bool, prior: Observation | None) -> Result:
+        d = self.d
+        if resume and prior is not None and prior.phase == ObservedPhase.RUNNING:
+            return Result(
+                ObservedPhase.FAILED,
+                "AgentRestarted",
+                "the host agent restarted while the workload ran; its output is lost",
+                retryable=True,
+            )
+        try:
+            if not resume:
+                self._report(ObservedPhase.PROVISIONING, "Pulling")
+                await self.templates.ensure(d.template, d.tag)
+                self._report(ObservedPhase.PROVISIONING, "Cloning")
+                try:
+                    async with self.templates.using(d.template):
+                        await self.anka.clone(d.template, d.vm_name, tag=d.tag)
+                except AnkaAlreadyExists:
+                    log.info("VM %s already exists; adopting it", d.vm_name)
+            self._report(ObservedPhase.PROVISIONING, "Starting")
+            info = await self.anka.show(d.vm_name)
+            if info.status == "failed":
+                raise AnkaError([], None, f"{d.vm_name} is in state failed", 1)
+            if info.status != "running":
+                await self.anka.start(d.vm_name, mounts=d.mounts)
+            await self.anka.wait_ready(d.vm_name, timeout=self.config.ready_timeout, interval=self.config.ready_poll)
+        except TemplateUnavailable as exc:
+            return Result(ObservedPhase.FAILED, exc.reason, str(exc), retryable=exc.retryable)
+        except AnkaNotFound as exc:
+            return Result(ObservedPhase.FAILED, "VMVanished", f"VM disappeared during provisioning: {exc}", True)
+        except AnkaTimeout as exc:
+            return Result(ObservedPhase.FAILED, "ProvisioningTimeout", str(exc), retryable=True)
+        except AnkaError as exc:
+            return Result(ObservedPhase.FAILED, "ProvisioningFailed", str(exc), retryable=True)
+        self.started_at = time.time()
+        self._report(ObservedPhase.RUNNING, "Running")
+        w = d.workload
+        try:
+            run = await self.anka.run(
+                d.vm_name,
+                w.script,
+                env=w.env,
+                timeout=float(w.timeout_seconds) if w.timeout_seconds else None,
+                output_limit=min(w.output_limit, self.config.output_tail),
+            )
+        except AnkaError as exc:
+            return Result(ObservedPhase.FAILED, "RunFailed", str(exc), retryable=True)
+        phase, reason, retryable = classify_exit(run.exit_code, run.timed_out, w.timeout_seconds)
+        if run.timed_out:
+            message = f"workload exceeded timeoutSeconds={w.timeout_seconds} and was killed"
+        elif run.exit_code == GUEST_DISCONNECTED:
+            message = "anka run exited 125: the link to the guest was lost"
+        else:
+            message = f"workload exited {run.exit_code}"
+        return Result(phase, reason, message, retryable, exit_code=run.exit_code, output=run.output)
+
+
+async def delete_vm(anka: AnkaDriver, vm_name: str, *, attempts: int = 3) -> bool:
+    """Delete a VM (a missing VM counts as deleted); True once it is gone."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await asyncio.shield(anka.delete(vm_name))
+            return True
+        except AnkaNotFound:
+            return True
+        except AnkaError as exc:
+            log.warning("deleting %s failed (attempt %d/%d): %s", vm_name, attempt, attempts, exc)
+            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+    return False

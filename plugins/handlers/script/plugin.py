@@ -1,0 +1,5 @@
+"""Registration of the `script` handler (entry point ``anklet.handlers: script``)."""
+
+from plugins.handlers.script.script import ScriptHandler
+
+PLUGIN = ScriptHandler()

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from anklet.redis_protocol import HostSnapshot
+from anklet.wire import HostInfo, Reservation, TemplateInfo
+from controller.scheduling import (
+    Adopt,
+    JobRequest,
+    Placement,
+    ReleaseStale,
+    Unschedulable,
+    plan,
+)
+
+
+def host(name: str, *, cpu: int = 8, mem: int = 16384, slots: int = 2, ready: bool = True,
+         used: tuple[Reservation, ...] = (), **info: object) -> HostSnapshot:
+    return HostSnapshot(
+        info=HostInfo(name=name, cpu=cpu, memory_mib=mem, vm_slots=slots, **info),  # type: ignore[arg-type]
+        ready=ready,
+        reservations=used,
+    )
+
+
+def job(uid: str = "j1", cpu: int = 2, mem: int = 4096, **kw: object) -> JobRequest:
+    return JobRequest(uid=uid, cpu=cpu, memory_mib=mem, **kw)  # type: ignore[arg-type]
+
+
+def res(uid: str, cpu: int, mem: int, attempt: int = 1) -> Reservation:
+    return Reservation(uid=uid, attempt=attempt, cpu=cpu, memory_mib=mem)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "request_", "expected"),
+    [
+        pytest.param([host("a")], job(), Placement("a"), id="fits-empty-host"),
+        pytest.param([host("a", ready=False)], job(), "1 host not ready", id="not-ready"),
+        pytest.param([host("a", schedulable=False)], job(), "1 host unschedulable", id="cordoned"),
+        pytest.param([host("a", used=(res("x", 1, 1), res("y", 1, 1)))], job(), "1 no free VM slot", id="slots"),
+        pytest.param([host("a", used=(res("x", 6, 1),))], job(cpu=4), "1 insufficient cpu", id="cpu"),
+        pytest.param([host("a", used=(res("x", 1, 14000),))], job(mem=4096), "1 insufficient memory", id="memory"),
+        pytest.param(
+            [host("a", used=(res("x", 6, 14000),), overcommit=True)], job(cpu=6, mem=14000), Placement("a"),
+            id="overcommit-ignores-cpu-and-memory",
+        ),
+        pytest.param([host("a", labels={"os": "15"})], job(host_selector={"os": "14"}), "labels do not match",
+                     id="selector"),
+        pytest.param([host("a", labels={"os": "14"})], job(host_selector={"os": "14"}), Placement("a"),
+                     id="selector-match"),
+        pytest.param([host("a", queues=["ios"])], job(), "does not serve the job's queue", id="queue-default"),
+        pytest.param([host("a", queues=["ios"])], job(queue="ios"), Placement("a"), id="queue-match"),
+        pytest.param([], job(), "0/0 hosts registered", id="no-hosts"),
+    ],
+)
+def test_single_job_filters(hosts: list[HostSnapshot], request_: JobRequest, expected: object) -> None:
+    [(_, decision)] = plan([request_], hosts)
+    if isinstance(expected, str):
+        assert isinstance(decision, Unschedulable)
+        assert expected in decision.message
+        assert not decision.permanent
+    else:
+        assert decision == expected
+
+
+def test_template_affinity_beats_an_emptier_host() -> None:
+    tmpl = TemplateInfo(uuid="u1", name="anklet", tag="6c14r")
+    busy_with_template = host("b", used=(res("x", 1, 1),), templates=[tmpl])
+    empty = host("a")
+    [(_, decision)] = plan([job(template="u1", tag="6c14r")], [empty, busy_with_template])
+    assert decision == Placement("b")
+
+
+def test_pack_prefers_the_fuller_host_and_breaks_ties_by_name() -> None:
+    hosts = [host("c"), host("b", used=(res("x", 1, 1),)), host("a")]
+    assert plan([job()], hosts)[0][1] == Placement("b")
+    assert plan([job()], [host("c"), host("a")])[0][1] == Placement("a")
+
+
+def test_three_big_jobs_on_two_hosts_never_overlap() -> None:
+    hosts = [host("mac-1"), host("mac-2")]
+    jobs = [job(f"j{i}", cpu=6, mem=14336) for i in range(3)]
+    decisions = [d for _, d in plan(jobs, hosts)]
+    assert {d.host for d in decisions[:2] if isinstance(d, Placement)} == {"mac-1", "mac-2"}
+    assert isinstance(decisions[2], Unschedulable)
+    assert "2 insufficient cpu" in decisions[2].message
+
+
+def test_a_job_larger_than_every_host_fails_permanently() -> None:
+    [(_, decision)] = plan([job(cpu=12, mem=20480)], [host("a"), host("b", ready=False)])
+    assert isinstance(decision, Unschedulable) and decision.permanent
+    assert "can ever fit 12 CPU" in decision.message
+
+
+def test_existing_reservation_is_adopted_not_doubled() -> None:
+    hosts = [host("a", used=(res("j1", 2, 4096, attempt=3),)), host("b")]
+    [(_, decision)] = plan([job("j1", attempts=2)], hosts)
+    assert decision == Adopt(host="a", attempt=3)
+
+
+def test_reservation_of_an_ended_attempt_is_released_first() -> None:
+    hosts = [host("a", used=(res("j1", 2, 4096, attempt=2),))]
+    [(_, decision)] = plan([job("j1", attempts=2)], hosts)
+    assert decision == ReleaseStale(host="a", attempt=2)
