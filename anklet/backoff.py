@@ -29,7 +29,7 @@ class Backoff:
         return self.failures > 0
 
     def delay(self) -> float:
-        raw = min(self.cap, self.base * (2 ** max(0, self.failures - 1)))
+        raw: float = min(self.cap, self.base * 2.0 ** max(0, self.failures - 1))
         return raw * (1 + random.uniform(-self.jitter, self.jitter))
 
     async def failed(self, exc: BaseException) -> None:

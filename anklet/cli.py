@@ -67,9 +67,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
     import controller.operator  # noqa: F401  (registers the handlers)
 
     namespaces = args.namespace or settings.namespaces
-    return _run_until_signal(
-        _kopf_main(kopf, namespaces=namespaces, liveness=args.liveness)
-    )
+    return _run_until_signal(_kopf_main(kopf, namespaces=namespaces, liveness=args.liveness))
 
 
 async def _kopf_main(kopf: Any, *, namespaces: list[str], liveness: str | None) -> int:
@@ -83,10 +81,11 @@ async def _kopf_main(kopf: Any, *, namespaces: list[str], liveness: str | None) 
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from host_agent.anka import AnkaCLI, AnkaError
+
     from anklet.config import AgentSettings
     from anklet.redis_protocol import HostProtocol, connect
     from host_agent.agent import Agent, AgentConfig
-    from host_agent.anka import AnkaCLI, AnkaError
     from host_agent.facts import HostFacts, LicenceRefused
 
     try:
@@ -160,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run everything locally: API emulator, Redis, controller, simulated Macs")
+    dev = sub.add_parser(
+        "dev", help="run everything locally: API emulator, Redis, controller, simulated Macs"
+    )
     dev.add_argument("--hosts", type=int, default=2, help="simulated Macs (default 2)")
     dev.add_argument("--state-dir", help="where state, logs, kubeconfig and endpoints.json go")
     dev.add_argument("--demo", action="store_true", help="apply examples/, wait for their phases, exit")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from anklet import models
 
@@ -54,7 +55,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def model_schema(model: type[models.BaseModel]) -> dict[str, Any]:
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural schema of one model, with aliases as field names."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     result: dict[str, Any] = _structural(raw, raw.get("$defs", {}))

@@ -75,9 +75,7 @@ class ScriptSpec(_Model):
     run: Annotated[str, StringConstraints(min_length=1)] = Field(
         description="Shell script run inside the VM with bash -l as the VM's default user."
     )
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables set for the script."
-    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set for the script.")
 
 
 class Resources(_Model):

@@ -8,11 +8,10 @@ put more on a host than it has.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -133,7 +132,7 @@ class HostProtocol:
             },
         )
         await self.heartbeat()
-        await self.client.sadd(keys.hosts_index(), self.host)  # type: ignore[misc]
+        await self.client.sadd(keys.hosts_index(), self.host)
         await publish_event(self.client, "host", host=self.host)
 
     async def heartbeat(self) -> None:
@@ -141,31 +140,29 @@ class HostProtocol:
 
     async def wait_for_wakeup(self, timeout: float) -> bool:
         """Block until the controller pushes a token or `timeout` passes; drain extra tokens."""
-        popped = await self.client.blpop([keys.host_inbox(self.host)], timeout=timeout)  # type: ignore[misc]
+        popped = await self.client.blpop([keys.host_inbox(self.host)], timeout=timeout)
         if popped is not None:
             await self.client.delete(keys.host_inbox(self.host))
         return popped is not None
 
     async def poke(self) -> None:
         """Wake this host's own loop (used when a local task ends)."""
-        await self.client.rpush(keys.host_inbox(self.host), "poke")  # type: ignore[misc]
+        await self.client.rpush(keys.host_inbox(self.host), "poke")
 
     async def desired(self) -> dict[str, DesiredVM]:
-        raw: Mapping[str, str] = await self.client.hgetall(keys.host_desired(self.host))  # type: ignore[misc]
+        raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_desired(self.host)))
         return {uid: DesiredVM.model_validate_json(v) for uid, v in raw.items()}
 
     async def observed(self) -> dict[str, Observation]:
-        raw: Mapping[str, str] = await self.client.hgetall(keys.host_observed(self.host))  # type: ignore[misc]
+        raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_observed(self.host)))
         return {uid: Observation.model_validate_json(v) for uid, v in raw.items()}
 
     async def report(self, observation: Observation) -> None:
-        await self.client.hset(  # type: ignore[misc]
-            keys.host_observed(self.host), observation.uid, observation.model_dump_json()
-        )
+        await self.client.hset(keys.host_observed(self.host), observation.uid, observation.model_dump_json())
         await publish_event(self.client, "observed", host=self.host, uid=observation.uid)
 
     async def forget(self, uid: str) -> None:
-        await self.client.hdel(keys.host_observed(self.host), uid)  # type: ignore[misc]
+        await self.client.hdel(keys.host_observed(self.host), uid)
 
     async def deregister(self) -> None:
         await self.client.delete(keys.host_lease(self.host))
@@ -173,9 +170,10 @@ class HostProtocol:
 
 
 async def publish_event(client: aioredis.Redis, kind: str, **fields: str) -> None:
+    entry: dict[Any, Any] = {"kind": kind, **fields}
     await client.xadd(
         keys.events_stream(),
-        {"kind": kind, **fields},
+        entry,
         maxlen=keys.EVENTS_MAXLEN,
         approximate=True,
     )
@@ -191,7 +189,7 @@ class ControllerProtocol:
         self._cancel = client.register_script(_CANCEL_LUA)
 
     async def host_names(self) -> list[str]:
-        names: set[str] = await self.client.smembers(keys.hosts_index())  # type: ignore[misc]
+        names = cast(set[str], await self.client.smembers(keys.hosts_index()))
         return sorted(names)
 
     async def snapshot(self) -> list[HostSnapshot]:
@@ -257,7 +255,7 @@ class ControllerProtocol:
 
     async def cancel(self, host: str, uid: str) -> bool:
         """Ask the host to tear the job's VM down; False when nothing is desired there."""
-        raw = await self.client.hget(keys.host_desired(host), uid)  # type: ignore[misc]
+        raw = await self.client.hget(keys.host_desired(host), uid)
         if raw is None:
             return False
         desired = DesiredVM.model_validate_json(raw)
@@ -271,16 +269,20 @@ class ControllerProtocol:
         return bool(done)
 
     async def desired(self, host: str, uid: str) -> DesiredVM | None:
-        raw = await self.client.hget(keys.host_desired(host), uid)  # type: ignore[misc]
+        raw = await self.client.hget(keys.host_desired(host), uid)
         return None if raw is None else DesiredVM.model_validate_json(raw)
 
     async def observation(self, host: str, uid: str) -> Observation | None:
-        raw = await self.client.hget(keys.host_observed(host), uid)  # type: ignore[misc]
+        raw = await self.client.hget(keys.host_observed(host), uid)
         return None if raw is None else Observation.model_validate_json(raw)
 
     async def read_events(self, last_id: str, block_ms: int) -> tuple[str, list[dict[str, str]]]:
         """Events after `last_id` (blocking up to `block_ms`); returns the new last id."""
-        reply = await self.client.xread({keys.events_stream(): last_id}, block=block_ms, count=500)
+        streams: dict[Any, Any] = {keys.events_stream(): last_id}
+        reply = cast(
+            list[tuple[str, list[tuple[str, dict[str, str]]]]],
+            await self.client.xread(streams, block=block_ms, count=500),
+        )
         events: list[dict[str, str]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

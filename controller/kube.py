@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,42 @@ class KubeError(RuntimeError):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how to authenticate, resolved once for kopf and for us."""
+
+    server: str
+    token: str | None = None
+    ca_path: str | None = None
+    insecure: bool = False
+    cert_path: str | None = None
+    key_path: str | None = None
+
+
+def load_connection(kubeconfig: str | None = None) -> Connection:
+    """Service-account credentials in a pod, else the kubeconfig (argument or $KUBECONFIG)."""
+    from kubernetes import config as kconfig
+    from kubernetes.client import Configuration
+
+    cfg = Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=cfg, persist_config=False
+        )
+    header = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or ""
+    token = header.split(" ", 1)[-1] if header else None
+    return Connection(
+        server=cfg.host,
+        token=token,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        cert_path=cfg.cert_file,
+        key_path=cfg.key_file,
+    )
+
+
 class KubeClient:
     """Status patches, deletes and Events for AnkaJobs."""
 
@@ -32,28 +69,20 @@ class KubeClient:
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
         """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
-        from kubernetes import config as kconfig
-        from kubernetes.client import Configuration
-
-        cfg = Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kconfig.load_incluster_config(client_configuration=cfg)
-        else:
-            kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg, persist_config=False)
+        conn = load_connection(kubeconfig)
         headers = {"Accept": "application/json"}
-        token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-        if token:
-            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        if conn.token:
+            headers["Authorization"] = f"Bearer {conn.token}"
         verify: ssl.SSLContext | bool = False
-        if cfg.host.startswith("https"):
-            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl.create_default_context()
-            if not cfg.verify_ssl:
+        if conn.server.startswith("https"):
+            ctx = ssl.create_default_context(cafile=conn.ca_path)
+            if conn.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            if cfg.cert_file:
-                ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+            if conn.cert_path:
+                ctx.load_cert_chain(conn.cert_path, conn.key_path)
             verify = ctx
-        http = httpx.AsyncClient(base_url=cfg.host, headers=headers, verify=verify, timeout=30.0)
+        http = httpx.AsyncClient(base_url=conn.server, headers=headers, verify=verify, timeout=30.0)
         return cls(http)
 
     async def aclose(self) -> None:
@@ -84,9 +113,7 @@ class KubeClient:
         if response.status_code not in (200, 202, 404):
             raise KubeError(response.status_code, response.text[:500])
 
-    async def event(
-        self, job: models.AnkaJob, *, reason: str, message: str, type_: str = "Normal"
-    ) -> None:
+    async def event(self, job: models.AnkaJob, *, reason: str, message: str, type_: str = "Normal") -> None:
         """Post a core/v1 Event about the job (best effort: an Event is never worth a retry loop)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {

@@ -17,13 +17,27 @@ import kopf
 from anklet import models
 from anklet.config import ControllerSettings
 from anklet.redis_protocol import ControllerProtocol, connect
-from controller.kube import KubeClient
+from controller.kube import KubeClient, load_connection
 from controller.reconciler import Reconciler
 
 FINALIZER = "anklet.dev/vm-teardown"
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
 
 log = logging.getLogger("anklet.controller")
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials the reconciler's client uses (in-cluster, else the kubeconfig)."""
+    conn = load_connection(ControllerSettings().kubeconfig)
+    return kopf.ConnectionInfo(
+        server=conn.server,
+        token=conn.token,
+        ca_path=conn.ca_path,
+        insecure=conn.insecure,
+        certificate_path=conn.cert_path,
+        private_key_path=conn.key_path,
+    )
 
 
 @kopf.on.startup()

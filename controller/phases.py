@@ -50,7 +50,12 @@ def pending_unschedulable(status: AnkaJobStatus, message: str, now: datetime) ->
     conditions = _condition(status, COND_SCHEDULED, ConditionStatus.FALSE, "Unschedulable", message, now)
     if conditions is None:
         return None
-    return {"phase": Phase.PENDING.value, "reason": "Unschedulable", "message": message, "conditions": conditions}
+    return {
+        "phase": Phase.PENDING.value,
+        "reason": "Unschedulable",
+        "message": message,
+        "conditions": conditions,
+    }
 
 
 def scheduled(status: AnkaJobStatus, *, host: str, vm_name: str, attempt: int, now: datetime) -> Patch | None:
@@ -123,7 +128,11 @@ def apply_observation(
         target = _FORWARD[obs.phase]
         if target.rank <= status.phase.rank:
             return ObservationOutcome(patch=None)
-        patch: Patch = {"phase": target.value, "reason": obs.stage or target.value, "message": obs.message or ""}
+        patch: Patch = {
+            "phase": target.value,
+            "reason": obs.stage or target.value,
+            "message": obs.message or "",
+        }
         if target == Phase.RUNNING and status.start_time is None:
             patch["startTime"] = _ts(now)
         return ObservationOutcome(patch=patch)
@@ -152,7 +161,9 @@ def apply_observation(
         )
     reason = obs.reason or "Failed"
     if obs.retryable and status.attempts <= backoff_limit:
-        return ObservationOutcome(patch=requeue(status, reason=reason, message=obs.message or reason), release=True)
+        return ObservationOutcome(
+            patch=requeue(status, reason=reason, message=obs.message or reason), release=True
+        )
     message = obs.message or reason
     if obs.retryable:
         message = f"{message} (backoffLimit {backoff_limit} reached after {status.attempts} attempts)"

@@ -231,13 +231,16 @@ class Reconciler:
             return False
         if obs is None and await self.proto.desired(host, job.metadata.uid) is None:
             job = await self._write(
-                job, phases.requeue(status, reason="ReservationLost", message="the host no longer holds the job")
+                job,
+                phases.requeue(status, reason="ReservationLost", message="the host no longer holds the job"),
             )
             return self._wants_host(job)
         return False
 
     async def _schedule(self, jobs: list[AnkaJob]) -> None:
-        jobs.sort(key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name))
+        jobs.sort(
+            key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
+        )
         snapshot = await self.proto.snapshot()
         requests = []
         by_uid = {}
@@ -270,7 +273,9 @@ class Reconciler:
         now = self.clock()
         if isinstance(decision, scheduling.Adopt):
             name = str(VMName(job.metadata.uid, decision.attempt))
-            patch = phases.scheduled(job.status, host=decision.host, vm_name=name, attempt=decision.attempt, now=now)
+            patch = phases.scheduled(
+                job.status, host=decision.host, vm_name=name, attempt=decision.attempt, now=now
+            )
             if patch is not None:
                 await self._write(job, patch)
             return
@@ -310,16 +315,22 @@ class Reconciler:
         )
         result = await self.proto.reserve(decision.host, desired)
         if result != "OK":
-            log.info("reservation of %s on %s refused (%s); rescheduling", job.metadata.name, decision.host, result)
+            log.info(
+                "reservation of %s on %s refused (%s); rescheduling", job.metadata.name, decision.host, result
+            )
             self.capacity_changed()
             return
         patch = phases.scheduled(job.status, host=decision.host, vm_name=vm_name, attempt=attempt, now=now)
         if patch is not None:
             await self._write(job, patch)
-            await self.kube.event(job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}")
+            await self.kube.event(
+                job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}"
+            )
 
     # ----- writes -------------------------------------------------------------------------
-    async def _finish(self, job: AnkaJob, phase: Phase, reason: str, message: str, event_type: str = "Normal") -> None:
+    async def _finish(
+        self, job: AnkaJob, phase: Phase, reason: str, message: str, event_type: str = "Normal"
+    ) -> None:
         patch = phases.finished(job.status, phase, reason=reason, message=message, now=self.clock())
         if patch is not None:
             await self._write(job, patch)
@@ -346,7 +357,9 @@ class Reconciler:
             )
             if after.is_terminal():
                 if after != Phase.CANCELLED or before != Phase.PENDING:
-                    await self.kube.event(updated, reason=after.value, message=updated.status.message or after.value)
+                    await self.kube.event(
+                        updated, reason=after.value, message=updated.status.message or after.value
+                    )
                 self._settle(updated)
                 self._plan_gc(updated)
         return updated

@@ -16,7 +16,7 @@ def resolve_resources(spec: AnkaJobSpec, hosts: Sequence[HostSnapshot]) -> tuple
         return spec.resources.cpu, spec.resources.memory_mib
     for host in hosts:
         for t in host.info.templates:
-            if spec.template in (t.uuid, t.name) and (spec.tag is None or spec.tag == t.tag):
-                if t.cpu is not None and t.memory_mib is not None:
-                    return t.cpu, t.memory_mib
+            known = t.cpu is not None and t.memory_mib is not None
+            if known and spec.template in (t.uuid, t.name) and (spec.tag is None or spec.tag == t.tag):
+                return t.cpu or 0, t.memory_mib or 0
     return 0, 0

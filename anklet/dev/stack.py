@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,8 @@ class _Child:
     name: str
     process: asyncio.subprocess.Process
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
 
 
 @dataclass
@@ -118,14 +121,37 @@ class DevStack:
         (self.dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
         return self.endpoints
 
-    async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:
         log_path = self.dir / "logs" / f"{name}.log"
         log_file = log_path.open("ab")
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file
         )
         log_file.close()
-        self.children.append(_Child(name, process, log_path))
+        child = _Child(name, process, log_path, argv, env)
+        self.children.append(child)
+        return child
+
+    def _child(self, name: str) -> _Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise DevStackError(f"no child process named {name}")
+
+    async def kill_child(self, name: str, sig: int = signal.SIGTERM) -> int:
+        """Signal one process (e.g. SIGKILL a simulated Mac's agent) and wait for it to exit."""
+        child = self._child(name)
+        if child.process.returncode is None:
+            child.process.send_signal(sig)
+        return await asyncio.wait_for(child.process.wait(), 30)
+
+    async def restart_child(self, name: str) -> None:
+        """Start a stopped process again with the same command line and environment."""
+        child = self._child(name)
+        if child.process.returncode is None:
+            raise DevStackError(f"{name} is still running")
+        self.children.remove(child)
+        await self._spawn(name, child.argv, child.env)
 
     def check_children(self) -> None:
         for child in self.children:
@@ -220,9 +246,12 @@ class DevStack:
                         self.say(f"{name}: {detail}")
                     if phase in ("Succeeded", "Failed", "Cancelled") and name not in results:
                         want_phase, want_exit = expected[name]
-                        ok = phase == want_phase and (want_exit is None or status.get("exitCode") == want_exit)
+                        ok = phase == want_phase and (
+                            want_exit is None or status.get("exitCode") == want_exit
+                        )
                         results[name] = ok
-                        self.say(f"{name}: {'as expected' if ok else 'UNEXPECTED'} ({want_phase}, exit {want_exit})")
+                        verdict = "as expected" if ok else "UNEXPECTED"
+                        self.say(f"{name}: {verdict} (wanted {want_phase}, exit {want_exit})")
                     if len(results) == len(expected):
                         break
         return results
