@@ -131,14 +131,18 @@ class Worker:
             self._report(ObservedPhase.PROVISIONING, "Starting")
             info = await self.anka.show(d.vm_name)
             if info.status == "failed":
-                raise AnkaError([], None, f"{d.vm_name} is in state failed", 1)
+                raise AnkaError(f"{d.vm_name} is in state failed")
             if info.status != "running":
                 await self.anka.start(d.vm_name, mounts=d.mounts)
-            await self.anka.wait_ready(d.vm_name, timeout=self.config.ready_timeout, interval=self.config.ready_poll)
+            await self.anka.wait_ready(
+                d.vm_name, timeout=self.config.ready_timeout, interval=self.config.ready_poll
+            )
         except TemplateUnavailable as exc:
             return Result(ObservedPhase.FAILED, exc.reason, str(exc), retryable=exc.retryable)
         except AnkaNotFound as exc:
-            return Result(ObservedPhase.FAILED, "VMVanished", f"VM disappeared during provisioning: {exc}", True)
+            return Result(
+                ObservedPhase.FAILED, "VMVanished", f"VM disappeared during provisioning: {exc}", True
+            )
         except AnkaTimeout as exc:
             return Result(ObservedPhase.FAILED, "ProvisioningTimeout", str(exc), retryable=True)
         except AnkaError as exc:

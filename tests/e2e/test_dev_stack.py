@@ -9,6 +9,7 @@ import subprocess
 import textwrap
 from typing import Any
 
+from anklet.dev.anka_sim import control
 from anklet.dev.stack import DevStack
 from tests.e2e.conftest import ROOT, Kubectl, StackThread
 
@@ -52,8 +53,7 @@ def anklet_vms(stack: DevStack) -> dict[str, list[str]]:
 
 
 def calls(stack: DevStack, host: str) -> list[dict[str, Any]]:
-    path = stack.dir / "hosts" / host / "anka" / "calls.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return control.read_calls(stack.dir / "hosts" / host / "anka")
 
 
 def test_script_job_succeeds_and_its_vm_is_gone(stack: DevStack, kubectl: Kubectl) -> None:
@@ -85,18 +85,17 @@ def test_three_big_jobs_never_overlap_beyond_capacity(stack: DevStack, kubectl: 
     assert "insufficient cpu" in events or "no free VM slot" in events
     # From the simulators' call logs: per host, at most one 6c14r VM at any moment.
     for host in stack.endpoints["hosts"]:
-        live: set[str] = set()
-        peak = 0
-        for call in sorted(calls(stack, host), key=lambda c: c.get("ts", 0)):
-            argv = call.get("argv", [])
-            vm = next((a for a in argv if str(a).startswith("anklet-vm-")), None)
-            if vm is None or call.get("phase") == "end":
-                continue
+        timeline: list[tuple[float, int]] = []
+        for call in calls(stack, host):
+            argv = call["argv"]
             if "clone" in argv and "6c14r" in argv:
-                live.add(vm)
-            elif "delete" in argv:
-                live.discard(vm)
-            peak = max(peak, len(live))
+                timeline.append((call["ts"], +1))  # the VM exists from its clone ...
+            elif "delete" in argv and any(str(a).startswith("anklet-vm-") for a in argv):
+                timeline.append((call["ts"] + (call["duration"] or 0), -1))  # ... until deleted
+        live = peak = 0
+        for _, delta in sorted(timeline):
+            live += delta
+            peak = max(peak, live)
         assert peak <= 1, f"{host} held {peak} 6 CPU / 14 GiB VMs at once"
 
 
