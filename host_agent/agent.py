@@ -56,7 +56,9 @@ class Agent:
         self.anka = anka
         self.facts = facts
         self.reporter = Reporter(proto)
-        self.templates = TemplateStore(anka, config.state_dir / "pull.lock", on_change=self.refresh_registration)
+        self.templates = TemplateStore(
+            anka, config.state_dir / "pull.lock", on_change=self.refresh_registration
+        )
         self.tasks: dict[VMName, asyncio.Task[None]] = {}
         self._orphans: dict[str, float] = {}
         self._info: HostInfo | None = None
@@ -189,11 +191,10 @@ class Agent:
         elif action == Action.REPORT_CANCELLED:
             assert d is not None
             self.reporter.put(self._cancelled(key))
-        elif action == Action.FORGET:
-            if obs is not None and obs.attempt == key.attempt:
-                self.reporter.drop(key.uid)
-                with contextlib.suppress(RedisError, OSError):
-                    await self.proto.forget(key.uid)
+        elif action == Action.FORGET and obs is not None and obs.attempt == key.attempt:
+            self.reporter.drop(key.uid)
+            with contextlib.suppress(RedisError, OSError):
+                await self.proto.forget(key.uid)
 
     def _orphan_due(self, name: str) -> bool:
         first = self._orphans.setdefault(name, time.monotonic())

@@ -51,7 +51,9 @@ class HostFacts:
         version, kind, status = await self.check_licence()
         arch = self.arch or _ARCH.get(platform.machine().lower(), platform.machine())
         cpu = (self.cpu or psutil.cpu_count(logical=True) or 1) - self.reserved_cpu
-        memory = (self.memory_mib or psutil.virtual_memory().total // (1024 * 1024)) - self.reserved_memory_mib
+        memory = (
+            self.memory_mib or psutil.virtual_memory().total // (1024 * 1024)
+        ) - self.reserved_memory_mib
         disk = psutil.disk_usage(str(self.disk_path))
         return HostInfo(
             name=name,

@@ -117,9 +117,13 @@ class TemplateStore:
         try:
             size = await self.anka.check_download_size(template, tag=tag)
         except AnkaNotFound as exc:
-            raise TemplateUnavailable("TemplateNotFound", f"{label} is not in the registry: {exc}", retryable=False) from exc
+            raise TemplateUnavailable(
+                "TemplateNotFound", f"{label} is not in the registry: {exc}", retryable=False
+            ) from exc
         except AnkaError as exc:
-            raise TemplateUnavailable("RegistryUnavailable", f"checking {label}: {exc}", retryable=True) from exc
+            raise TemplateUnavailable(
+                "RegistryUnavailable", f"checking {label}: {exc}", retryable=True
+            ) from exc
         if size is not None and size.to_download > size.available:
             raise TemplateUnavailable(
                 "InsufficientDisk",
@@ -130,6 +134,8 @@ class TemplateStore:
         try:
             await self.anka.registry_pull(template, tag=tag, shrink=False)
         except AnkaNotFound as exc:
-            raise TemplateUnavailable("TemplateNotFound", f"{label} is not in the registry: {exc}", retryable=False) from exc
+            raise TemplateUnavailable(
+                "TemplateNotFound", f"{label} is not in the registry: {exc}", retryable=False
+            ) from exc
         except AnkaError as exc:
             raise TemplateUnavailable("PullFailed", f"pulling {label}: {exc}", retryable=True) from exc

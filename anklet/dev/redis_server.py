@@ -65,7 +65,9 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RedisUnavailable(f"redis-server exited with {self.process.returncode}; see {self.data_dir}")
+                raise RedisUnavailable(
+                    f"redis-server exited with {self.process.returncode}; see {self.data_dir}"
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):

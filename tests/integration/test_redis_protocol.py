@@ -12,8 +12,18 @@ from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase, Workloa
 
 
 def desired(uid: str, *, cpu: int = 2, mem: int = 4096, attempt: int = 1) -> DesiredVM:
-    return DesiredVM(uid=uid, namespace="default", name=uid, attempt=attempt, vm_name=f"anklet-vm-{uid}-a{attempt}",
-                     template="t", cpu=cpu, memory_mib=mem, handler="script", workload=Workload(script="true"))
+    return DesiredVM(
+        uid=uid,
+        namespace="default",
+        name=uid,
+        attempt=attempt,
+        vm_name=f"anklet-vm-{uid}-a{attempt}",
+        template="t",
+        cpu=cpu,
+        memory_mib=mem,
+        handler="script",
+        workload=Workload(script="true"),
+    )
 
 
 async def register(client: aioredis.Redis, name: str, **info: object) -> HostProtocol:
@@ -22,14 +32,18 @@ async def register(client: aioredis.Redis, name: str, **info: object) -> HostPro
     return host
 
 
-async def test_concurrent_reservations_never_exceed_the_vm_limit(redis_client: aioredis.Redis,
-                                                                 redis_server: object) -> None:
+async def test_concurrent_reservations_never_exceed_the_vm_limit(
+    redis_client: aioredis.Redis, redis_server: object
+) -> None:
     await register(redis_client, "mac-1")
     # Separate connections race like separate controller replicas would.
     clients = [connect(redis_server.url) for _ in range(8)]  # type: ignore[attr-defined]
     try:
         results = await asyncio.gather(
-            *(ControllerProtocol(c).reserve("mac-1", desired(f"j{i}", cpu=1, mem=1)) for i, c in enumerate(clients))
+            *(
+                ControllerProtocol(c).reserve("mac-1", desired(f"j{i}", cpu=1, mem=1))
+                for i, c in enumerate(clients)
+            )
         )
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
@@ -67,7 +81,9 @@ async def test_release_frees_only_the_named_attempt(redis_client: aioredis.Redis
     assert await ctl.reserve("mac-1", desired("a", attempt=2)) == "OK"
     await ctl.release("mac-1", "a", 1)  # a stale release
     assert "a" in await host.desired()
-    await host.report(Observation(uid="a", attempt=2, host="mac-1", phase=ObservedPhase.SUCCEEDED, vm_name="v"))
+    await host.report(
+        Observation(uid="a", attempt=2, host="mac-1", phase=ObservedPhase.SUCCEEDED, vm_name="v")
+    )
     await ctl.release("mac-1", "a", 2)
     assert await host.desired() == {} and await host.observed() == {}
     [snapshot] = await ctl.snapshot()
@@ -100,6 +116,15 @@ async def test_observations_flow_as_events(redis_client: aioredis.Redis) -> None
 
 
 def test_host_keys_share_one_hash_tag() -> None:
-    tagged = {k("mac-1").split("{")[1].split("}")[0] for k in (keys.host_info, keys.host_lease, keys.host_alloc,
-                                                                 keys.host_desired, keys.host_observed, keys.host_inbox)}
+    tagged = {
+        k("mac-1").split("{")[1].split("}")[0]
+        for k in (
+            keys.host_info,
+            keys.host_lease,
+            keys.host_alloc,
+            keys.host_desired,
+            keys.host_observed,
+            keys.host_inbox,
+        )
+    }
     assert tagged == {"h:mac-1"}

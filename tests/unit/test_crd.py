@@ -39,11 +39,17 @@ GOOD = {"spec": {"template": "t", "handler": "script", "script": {"run": "true"}
     [
         pytest.param({"handler": "script"}, "'template' is a required property", id="missing-template"),
         pytest.param({"template": "t"}, "'handler' is a required property", id="missing-handler"),
-        pytest.param({"template": "t", "handler": "script", "resources": {"cpu": "lots", "memoryMiB": 1024}},
-                     "'lots' is not of type 'integer'", id="cpu-not-int"),
+        pytest.param(
+            {"template": "t", "handler": "script", "resources": {"cpu": "lots", "memoryMiB": 1024}},
+            "'lots' is not of type 'integer'",
+            id="cpu-not-int",
+        ),
         pytest.param({"template": "t", "handler": "Bad Name"}, "does not match", id="handler-pattern"),
-        pytest.param({"template": "t", "handler": "script", "backoffLimit": -1}, "less than the minimum",
-                     id="negative-backoff"),
+        pytest.param(
+            {"template": "t", "handler": "script", "backoffLimit": -1},
+            "less than the minimum",
+            id="negative-backoff",
+        ),
     ],
 )
 def test_schema_refuses_bad_specs(spec: dict[str, object], error: str) -> None:

@@ -16,8 +16,9 @@ def scheduled_status(phase: Phase = Phase.SCHEDULED, attempts: int = 1) -> AnkaJ
 
 
 def obs(phase: ObservedPhase, *, attempt: int = 1, deleted: bool = True, **kw: object) -> Observation:
-    return Observation(uid="u", attempt=attempt, host="mac-1", phase=phase, vm_name="vm",
-                       vm_deleted=deleted, **kw)  # type: ignore[arg-type]
+    return Observation(
+        uid="u", attempt=attempt, host="mac-1", phase=phase, vm_name="vm", vm_deleted=deleted, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_schedule_only_from_pending() -> None:
@@ -44,20 +45,25 @@ def test_unschedulable_condition_is_written_once() -> None:
         pytest.param(Phase.RUNNING, ObservedPhase.RUNNING, None, id="duplicate"),
     ],
 )
-def test_observations_apply_forward_only(current: Phase, observed: ObservedPhase, expected: str | None) -> None:
-    outcome = phases.apply_observation(scheduled_status(current), obs(observed, deleted=False),
-                                       backoff_limit=2, now=NOW)
+def test_observations_apply_forward_only(
+    current: Phase, observed: ObservedPhase, expected: str | None
+) -> None:
+    outcome = phases.apply_observation(
+        scheduled_status(current), obs(observed, deleted=False), backoff_limit=2, now=NOW
+    )
     assert (outcome.patch or {}).get("phase") == expected
     assert not outcome.release
 
 
 def test_success_needs_the_vm_gone() -> None:
     status = scheduled_status(Phase.RUNNING)
-    pending = phases.apply_observation(status, obs(ObservedPhase.SUCCEEDED, deleted=False, exit_code=0),
-                                       backoff_limit=2, now=NOW)
+    pending = phases.apply_observation(
+        status, obs(ObservedPhase.SUCCEEDED, deleted=False, exit_code=0), backoff_limit=2, now=NOW
+    )
     assert pending.patch is None and not pending.release
-    done = phases.apply_observation(status, obs(ObservedPhase.SUCCEEDED, exit_code=0, output="hi"),
-                                    backoff_limit=2, now=NOW)
+    done = phases.apply_observation(
+        status, obs(ObservedPhase.SUCCEEDED, exit_code=0, output="hi"), backoff_limit=2, now=NOW
+    )
     assert done.release and done.patch is not None
     assert done.patch["phase"] == "Succeeded" and done.patch["exitCode"] == 0 and done.patch["output"] == "hi"
 
@@ -66,26 +72,33 @@ def test_workload_failure_is_final_with_exit_code() -> None:
     outcome = phases.apply_observation(
         scheduled_status(Phase.RUNNING),
         obs(ObservedPhase.FAILED, exit_code=3, reason="ExitCode", message="workload exited 3"),
-        backoff_limit=2, now=NOW,
+        backoff_limit=2,
+        now=NOW,
     )
     assert outcome.patch is not None and outcome.patch["phase"] == "Failed" and outcome.patch["exitCode"] == 3
 
 
 def test_infrastructure_failure_is_retried_until_backoff_limit() -> None:
     failure = {"reason": "ProvisioningFailed", "message": "start failed", "retryable": True}
-    retry = phases.apply_observation(scheduled_status(attempts=1), obs(ObservedPhase.FAILED, **failure),
-                                     backoff_limit=1, now=NOW)
+    retry = phases.apply_observation(
+        scheduled_status(attempts=1), obs(ObservedPhase.FAILED, **failure), backoff_limit=1, now=NOW
+    )
     assert retry.release and retry.patch is not None
     assert retry.patch["phase"] == "Pending" and retry.patch["host"] is None
-    final = phases.apply_observation(scheduled_status(attempts=2), obs(ObservedPhase.FAILED, attempt=2, **failure),
-                                     backoff_limit=1, now=NOW)
+    final = phases.apply_observation(
+        scheduled_status(attempts=2),
+        obs(ObservedPhase.FAILED, attempt=2, **failure),
+        backoff_limit=1,
+        now=NOW,
+    )
     assert final.patch is not None and final.patch["phase"] == "Failed"
     assert "backoffLimit 1 reached after 2 attempts" in final.patch["message"]
 
 
 def test_stale_attempt_and_terminal_jobs_ignore_observations() -> None:
-    stale = phases.apply_observation(scheduled_status(attempts=2), obs(ObservedPhase.SUCCEEDED, attempt=1),
-                                     backoff_limit=2, now=NOW)
+    stale = phases.apply_observation(
+        scheduled_status(attempts=2), obs(ObservedPhase.SUCCEEDED, attempt=1), backoff_limit=2, now=NOW
+    )
     assert stale.patch is None and not stale.release
     done = AnkaJobStatus(phase=Phase.SUCCEEDED, host="mac-1", attempts=1)
     assert phases.apply_observation(done, obs(ObservedPhase.FAILED), backoff_limit=2, now=NOW).patch is None

@@ -14,8 +14,16 @@ from controller.scheduling import (
 )
 
 
-def host(name: str, *, cpu: int = 8, mem: int = 16384, slots: int = 2, ready: bool = True,
-         used: tuple[Reservation, ...] = (), **info: object) -> HostSnapshot:
+def host(
+    name: str,
+    *,
+    cpu: int = 8,
+    mem: int = 16384,
+    slots: int = 2,
+    ready: bool = True,
+    used: tuple[Reservation, ...] = (),
+    **info: object,
+) -> HostSnapshot:
     return HostSnapshot(
         info=HostInfo(name=name, cpu=cpu, memory_mib=mem, vm_slots=slots, **info),  # type: ignore[arg-type]
         ready=ready,
@@ -37,18 +45,34 @@ def res(uid: str, cpu: int, mem: int, attempt: int = 1) -> Reservation:
         pytest.param([host("a")], job(), Placement("a"), id="fits-empty-host"),
         pytest.param([host("a", ready=False)], job(), "1 host not ready", id="not-ready"),
         pytest.param([host("a", schedulable=False)], job(), "1 host unschedulable", id="cordoned"),
-        pytest.param([host("a", used=(res("x", 1, 1), res("y", 1, 1)))], job(), "1 no free VM slot", id="slots"),
-        pytest.param([host("a", used=(res("x", 6, 1),))], job(cpu=4), "1 insufficient cpu", id="cpu"),
-        pytest.param([host("a", used=(res("x", 1, 14000),))], job(mem=4096), "1 insufficient memory", id="memory"),
         pytest.param(
-            [host("a", used=(res("x", 6, 14000),), overcommit=True)], job(cpu=6, mem=14000), Placement("a"),
+            [host("a", used=(res("x", 1, 1), res("y", 1, 1)))], job(), "1 no free VM slot", id="slots"
+        ),
+        pytest.param([host("a", used=(res("x", 6, 1),))], job(cpu=4), "1 insufficient cpu", id="cpu"),
+        pytest.param(
+            [host("a", used=(res("x", 1, 14000),))], job(mem=4096), "1 insufficient memory", id="memory"
+        ),
+        pytest.param(
+            [host("a", used=(res("x", 6, 14000),), overcommit=True)],
+            job(cpu=6, mem=14000),
+            Placement("a"),
             id="overcommit-ignores-cpu-and-memory",
         ),
-        pytest.param([host("a", labels={"os": "15"})], job(host_selector={"os": "14"}), "labels do not match",
-                     id="selector"),
-        pytest.param([host("a", labels={"os": "14"})], job(host_selector={"os": "14"}), Placement("a"),
-                     id="selector-match"),
-        pytest.param([host("a", queues=["ios"])], job(), "does not serve the job's queue", id="queue-default"),
+        pytest.param(
+            [host("a", labels={"os": "15"})],
+            job(host_selector={"os": "14"}),
+            "labels do not match",
+            id="selector",
+        ),
+        pytest.param(
+            [host("a", labels={"os": "14"})],
+            job(host_selector={"os": "14"}),
+            Placement("a"),
+            id="selector-match",
+        ),
+        pytest.param(
+            [host("a", queues=["ios"])], job(), "does not serve the job's queue", id="queue-default"
+        ),
         pytest.param([host("a", queues=["ios"])], job(queue="ios"), Placement("a"), id="queue-match"),
         pytest.param([], job(), "0/0 hosts registered", id="no-hosts"),
     ],

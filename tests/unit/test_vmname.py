@@ -17,8 +17,16 @@ def test_round_trip(uid: uuid.UUID, attempt: int) -> None:
 
 @pytest.mark.parametrize(
     "foreign",
-    ["anklet", "84266873-da90-4e0d-903b-ed0233471f9f", "anklet-vm-", "anklet-vm-abc", "anklet-vm-abc-a0",
-     "mgmtManaged-abc", "anklet-vm-abc-a1 ", "anklet-vm-ab/c-a1"],
+    [
+        "anklet",
+        "84266873-da90-4e0d-903b-ed0233471f9f",
+        "anklet-vm-",
+        "anklet-vm-abc",
+        "anklet-vm-abc-a0",
+        "mgmtManaged-abc",
+        "anklet-vm-abc-a1 ",
+        "anklet-vm-ab/c-a1",
+    ],
 )
 def test_foreign_names_are_not_ours(foreign: str) -> None:
     with pytest.raises(NotManagedByAnklet):

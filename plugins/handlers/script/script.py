@@ -14,7 +14,9 @@ class ScriptHandler:
 
     def validate(self, spec: AnkaJobSpec) -> None:
         if spec.script is None:
-            raise InvalidJob("spec.script is required for handler 'script' (spec.script.run: the script to run)")
+            raise InvalidJob(
+                "spec.script is required for handler 'script' (spec.script.run: the script to run)"
+            )
 
     def workload(self, job: AnkaJob) -> Workload:
         script = job.spec.script
