@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from anklet.wire import DesiredVM, Observation, ObservedPhase
 from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout
@@ -71,7 +72,7 @@ class Worker:
         self.on_done = on_done
         self.started_at: float | None = None
 
-    def _report(self, phase: ObservedPhase, stage: str, **extra: object) -> None:
+    def _report(self, phase: ObservedPhase, stage: str, **extra: Any) -> None:
         self.reporter.put(
             Observation(
                 uid=self.d.uid,
@@ -81,7 +82,7 @@ class Worker:
                 vm_name=self.d.vm_name,
                 stage=stage,
                 started_at=self.started_at,
-                **extra,  # type: ignore[arg-type]
+                **extra,
             )
         )
 
