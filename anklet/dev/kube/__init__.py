@@ -1,0 +1,8 @@
+"""Pieces of the emulated Kubernetes API server; the public entry point is `anklet.dev.kube_emulator`.
+
+One job per module: `errors` (Status bodies), `selectors` (label/field selectors), `table`
+(server-side printing), `resources` (what is served, discovery), `schema` (CRD pruning, defaults,
+validation), `openapi` (what kubectl validates and explains with), `patches` (merge, JSON patch,
+apply), `store` (objects, resource versions, watch history, write semantics) and `routing` (HTTP
+on top of kmock).
+"""
