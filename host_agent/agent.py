@@ -145,7 +145,7 @@ class Agent:
             action = decide(
                 desire=desire, task=key in self.tasks, vm=key in owned, outcome=outcome_of(obs, key)
             )
-            await self._act(action, key, d, obs, owned.get(key))
+            await self._act(action, key, d, obs, vms)
         self._orphans = {name: t for name, t in self._orphans.items() if any(str(k) == name for k in owned)}
 
     def _reap(self) -> None:
@@ -156,7 +156,7 @@ class Agent:
                     log.error("task for %s crashed: %r", key, task.exception())
 
     async def _act(
-        self, action: Action, key: VMName, d: DesiredVM | None, obs: Observation | None, vm: VMInfo | None
+        self, action: Action, key: VMName, d: DesiredVM | None, obs: Observation | None, vms: list[VMInfo]
     ) -> None:
         if action == Action.NOTHING:
             return
@@ -177,7 +177,9 @@ class Agent:
             )
             resume = action == Action.RESUME
             log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)
-            self.tasks[key] = asyncio.create_task(worker.run(resume=resume, prior=obs), name=str(key))
+            self.tasks[key] = asyncio.create_task(
+                worker.run(resume=resume, prior=obs, known=vms), name=str(key)
+            )
         elif action == Action.STOP_TASK:
             log.info("cancelling %s: no longer desired", key)
             self.tasks[key].cancel()

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from anklet.vmname import PREFIX as VM_PREFIX
@@ -101,8 +101,13 @@ class TemplateStore:
         async with self._lock.held():
             yield
 
-    async def ensure(self, template: str, tag: str | None) -> None:
-        """Pull the template tag unless it is already local (checked again under the lock)."""
+    async def ensure(self, template: str, tag: str | None, *, known: Sequence[VMInfo] = ()) -> None:
+        """Pull the template tag unless it is already local (checked again under the lock).
+
+        `known` is a listing the caller just made; when it shows the tag, no `anka list` is spent.
+        """
+        if tag is not None and any(matches(vm, template, tag) and vm.status != "failed" for vm in known):
+            return
         if tag is not None and await self._present(template, tag):
             return
         async with self._lock.held():

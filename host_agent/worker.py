@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from anklet.wire import DesiredVM, Observation, ObservedPhase
-from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout
+from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout, VMInfo
 from host_agent.reporter import Reporter
 from host_agent.templates import TemplateStore, TemplateUnavailable
 
@@ -86,9 +86,11 @@ class Worker:
             )
         )
 
-    async def run(self, *, resume: bool = False, prior: Observation | None = None) -> None:
+    async def run(
+        self, *, resume: bool = False, prior: Observation | None = None, known: Sequence[VMInfo] = ()
+    ) -> None:
         try:
-            result = await self._attempt(resume=resume, prior=prior)
+            result = await self._attempt(resume=resume, prior=prior, known=known)
         except asyncio.CancelledError:
             result = Result(ObservedPhase.CANCELLED, "Cancelled", "cancelled; VM deleted")
             await asyncio.shield(self.finish(result))
@@ -110,7 +112,7 @@ class Worker:
             self._report(result.phase, "Finished", vm_deleted=True, **fields)
         await self.on_done()
 
-    async def _attempt(self, *, resume: bool, prior: Observation | None) -> Result:
+    async def _attempt(self, *, resume: bool, prior: Observation | None, known: Sequence[VMInfo]) -> Result:
         d = self.d
         if resume and prior is not None and prior.phase == ObservedPhase.RUNNING:
             return Result(
@@ -122,7 +124,7 @@ class Worker:
         try:
             if not resume:
                 self._report(ObservedPhase.PROVISIONING, "Pulling")
-                await self.templates.ensure(d.template, d.tag)
+                await self.templates.ensure(d.template, d.tag, known=known)
                 self._report(ObservedPhase.PROVISIONING, "Cloning")
                 try:
                     async with self.templates.using(d.template):
