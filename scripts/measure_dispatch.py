@@ -81,7 +81,11 @@ def main() -> int:
     try:
         kubeconfig = stack.endpoints["kubeconfig"]
         for host in stack.endpoints["hosts"]:  # the template on both Macs: measure dispatch, not pulls
-            env = {**os.environ, "ANKA_SIM_HOME": str(stack.dir / "hosts" / host / "anka"), "ANKA_SIM_TIME_SCALE": "0.02"}
+            env = {
+                **os.environ,
+                "ANKA_SIM_HOME": str(stack.dir / "hosts" / host / "anka"),
+                "ANKA_SIM_TIME_SCALE": "0.02",
+            }
             subprocess.run(
                 [str(stack.dir / "bin" / "anka"), "-j", "registry", "pull", TEMPLATE, "--tag", "2c4r"],
                 env=env, capture_output=True, check=True, timeout=120,

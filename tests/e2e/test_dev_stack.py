@@ -137,8 +137,11 @@ def test_delete_waits_for_the_vm_then_removes_the_job(stack: DevStack, kubectl: 
 
 
 def test_finished_jobs_are_garbage_collected_after_their_ttl(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", "-", stdin=job_yaml("short-lived", "true", ttlSecondsAfterFinished=1))
-    kubectl.wait_phase("short-lived", "Succeeded")
+    kubectl("apply", "-f", "-", stdin=job_yaml("short-lived", "true", ttlSecondsAfterFinished=4))
+    kubectl(
+        "wait", "--for=jsonpath={.status.phase}=Succeeded", "ankajob/short-lived", "--timeout=60s", timeout=70
+    )
+    assert "short-lived" in kubectl("get", "ankajobs", "-o", "name"), "kept until its TTL expires"
     kubectl("wait", "--for=delete", "ankajob/short-lived", "--timeout=30s", timeout=40)
 
 
