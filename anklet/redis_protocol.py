@@ -100,6 +100,9 @@ def connect(url: str) -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
         socket_connect_timeout=5,
+        # A hung server (not a refused connection) must surface as an error, not a hang; the
+        # longest blocking read we issue (BLPOP/XREAD) is 10 s, well inside this.
+        socket_timeout=30,
     )
 
 
@@ -140,7 +143,8 @@ class HostProtocol:
 
     async def wait_for_wakeup(self, timeout: float) -> bool:
         """Block until the controller pushes a token or `timeout` passes; drain extra tokens."""
-        popped = await self.client.blpop([keys.host_inbox(self.host)], timeout=timeout)
+        # Capped below the client's socket timeout so a long resync never looks like a hung server.
+        popped = await self.client.blpop([keys.host_inbox(self.host)], timeout=min(timeout, 20.0))
         if popped is not None:
             await self.client.delete(keys.host_inbox(self.host))
         return popped is not None

@@ -146,7 +146,9 @@ class Reconciler:
         backoff = Backoff(log, "host event stream")
         while True:
             try:
-                last, events = await self.proto.read_events(last, block_ms=int(self.resync_seconds * 1000))
+                last, events = await self.proto.read_events(
+                    last, block_ms=int(min(self.resync_seconds, 10.0) * 1000)
+                )
                 if backoff.failing:
                     self._dirty.update(self.jobs)
                     self.capacity_changed()

@@ -168,3 +168,18 @@ def test_agent_killed_mid_job_leaves_no_second_vm_and_no_orphan(
     ]
     assert len(clones) == 1, "the attempt's VM was cloned exactly once"
     assert first_vm not in anklet_vms(stack)[host]
+
+
+def test_an_anka_fault_is_cleaned_up_and_retried(stack: DevStack, kubectl: Kubectl) -> None:
+    homes = [stack.dir / "hosts" / host / "anka" for host in stack.endpoints["hosts"]]
+    for home in homes:  # the first attempt's VM fails to start, whichever Mac it lands on
+        control.add_fault(home, command="start", match="-a1", effect="error", count=1,
+                          message="failed to start: No child processes")  # fmt: skip
+    try:
+        kubectl("apply", "-f", "-", stdin=job_yaml("retried", "echo second time lucky", backoffLimit=2))
+        status = kubectl.wait_phase("retried", "Succeeded", timeout=90)["status"]
+    finally:
+        for home in homes:
+            control.clear_faults(home)
+    assert status["attempts"] == 2 and "second time lucky" in status["output"]
+    assert all(not vms for vms in anklet_vms(stack).values()), "the failed attempt's VM was deleted"

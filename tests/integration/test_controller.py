@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from anklet import crd, models
 from anklet.dev.kube_emulator import KubeApiServer
 from anklet.dev.redis_server import RedisServer
-from anklet.redis_protocol import HostProtocol
+from anklet.redis_protocol import HostProtocol, connect
 from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
 
 T = TypeVar("T")
@@ -161,20 +161,28 @@ async def controller(
             await asyncio.wait_for(task, 20)
 
 
-@pytest.fixture
-async def cluster(
-    tmp_path: Path, redis_server: RedisServer, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+@contextlib.asynccontextmanager
+async def make_cluster(
+    tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Cluster]:
     async with KubeApiServer() as api, httpx.AsyncClient(base_url=api.url, timeout=10) as http:
         api.install_crd(crd.build_crd())
         kubeconfig = tmp_path / "kubeconfig"
         api.write_kubeconfig(kubeconfig)
-        c = Cluster(http, redis_client, lambda: controller(kubeconfig, redis_server.url, monkeypatch))
+        c = Cluster(http, redis_client, lambda: controller(kubeconfig, redis_url, monkeypatch))
         await c.start_controller()
         try:
             yield c
         finally:
             await c.stop_controller()
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, redis_server: RedisServer, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Cluster]:
+    async with make_cluster(tmp_path, redis_server.url, redis_client, monkeypatch) as c:
+        yield c
 
 
 async def test_pending_with_reason_then_scheduled_when_capacity_frees(cluster: Cluster) -> None:
@@ -314,3 +322,34 @@ async def test_controller_restart_catches_up_from_redis(cluster: Cluster) -> Non
     await cluster.start_controller()
     done = await cluster.phase("resilient", "Succeeded")
     assert done["status"]["attempts"] == 1
+
+
+async def test_redis_down_at_start_and_mid_run_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller starts while Redis is down, rides out a restart mid-job (AOF keeps data)."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    client = connect(server.url)
+    try:
+        async with make_cluster(tmp_path, server.url, client, monkeypatch) as cluster:
+            await cluster.create("patient")
+            await asyncio.sleep(1.0)  # the controller is failing against a closed port meanwhile
+            server.start()
+            host = await ScriptedHost(client).register()
+            d = await host.desired_for("patient")
+            await host.report(d, ObservedPhase.RUNNING)
+            await cluster.phase("patient", "Running")
+            server.stop()
+            await asyncio.sleep(1.0)
+            server.start()
+            await host.finish(d, exit_code=0)
+            done = await cluster.phase("patient", "Succeeded", timeout=30)
+            assert done["status"]["attempts"] == 1
+        outage_lines = [
+            r for r in caplog.records if r.levelname == "ERROR" and "retrying with backoff" in r.message
+        ]
+        assert outage_lines, "each outage is reported"
+        assert len(outage_lines) <= 6, "one line per outage and loop, not one per attempt"
+    finally:
+        await client.aclose()
+        server.stop()
