@@ -81,11 +81,10 @@ async def _kopf_main(kopf: Any, *, namespaces: list[str], liveness: str | None) 
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from host_agent.anka import AnkaCLI, AnkaError
-
     from anklet.config import AgentSettings
     from anklet.redis_protocol import HostProtocol, connect
     from host_agent.agent import Agent, AgentConfig
+    from host_agent.anka import AnkaCLI, AnkaError
     from host_agent.facts import HostFacts, LicenceRefused
 
     try:
