@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,20 +23,10 @@ from anklet.dev.redis_server import RedisServer
 from anklet.redis_protocol import ControllerProtocol, connect
 from anklet.vmname import VMName
 from anklet.wire import DesiredVM, Observation, ObservedPhase, Workload
+from tests.waiting import eventually
 
 T = TypeVar("T")
 TEMPLATE = "84266873-da90-4e0d-903b-ed0233471f9f"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        await asyncio.sleep(0.05)
 
 
 class Mac:

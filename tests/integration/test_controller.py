@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,21 +23,10 @@ from anklet.dev.kube_emulator import KubeApiServer
 from anklet.dev.redis_server import RedisServer
 from anklet.redis_protocol import HostProtocol, connect
 from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
+from tests.waiting import eventually
 
 T = TypeVar("T")
 JOBS = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/default/{models.PLURAL}"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0) -> T:
-    """Bounded wait for a probe to return something truthy (tests only)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        await asyncio.sleep(0.05)
 
 
 class Cluster:
