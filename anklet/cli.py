@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,12 @@ EXIT_CONFIG = 2
 log = logging.getLogger("anklet")
 
 
-def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main`; SIGINT/SIGTERM cancel it and count as a clean stop."""
+def _run_until_signal(main: Coroutine[Any, Any, int], graceful: Callable[[], bool] | None = None) -> int:
+    """Run `main`; SIGINT/SIGTERM stop it and count as a clean stop.
+
+    With `graceful`, the first signal calls it; when it returns True the process winds down by
+    itself and only a second signal cancels at once. Otherwise the first signal cancels.
+    """
 
     async def runner() -> int:
         task = asyncio.create_task(main)
@@ -34,6 +38,9 @@ def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
 
         def stop() -> None:
             nonlocal stopped
+            if graceful is not None and not stopped and graceful():
+                stopped = True
+                return
             stopped = True
             task.cancel()
 
@@ -117,7 +124,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         ready_timeout=s.ready_timeout_seconds,
         ready_poll=s.ready_poll_seconds,
         output_tail=s.output_tail_bytes,
+        shutdown_grace=s.shutdown_grace_seconds,
     )
+    holder: list[Agent] = []
 
     async def main() -> int:
         try:
@@ -129,13 +138,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
             log.error("refusing to start: cannot run anka (%s): %s", s.anka_binary, exc)
             return EXIT_CONFIG
         redis = connect(s.redis_url.get_secret_value())
+        agent = Agent(config, HostProtocol(redis, name), anka, facts)
+        holder.append(agent)
         try:
-            await Agent(config, HostProtocol(redis, name), anka, facts).run()
+            await agent.run()
         finally:
             await redis.aclose()
+        log.info("agent stopped")
         return EXIT_OK
 
-    return _run_until_signal(main())
+    def graceful() -> bool:
+        for agent in holder:
+            agent.request_stop()
+        return bool(holder)
+
+    return _run_until_signal(main(), graceful)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

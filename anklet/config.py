@@ -52,4 +52,7 @@ class AgentSettings(RedisSettings):
     ready_timeout_seconds: float = Field(default=180.0, gt=0)
     ready_poll_seconds: float = Field(default=2.0, gt=0)
     output_tail_bytes: int = Field(default=16_384, ge=256)
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="on SIGTERM, how long running jobs may go on before they are stopped"
+    )
     log_level: str = "INFO"

@@ -41,6 +41,7 @@ class AgentConfig:
     ready_timeout: float = 180.0
     ready_poll: float = 2.0
     output_tail: int = 16_384
+    shutdown_grace: float = 30.0
 
 
 def outcome_of(obs: Observation | None, key: VMName) -> Outcome:
@@ -63,6 +64,7 @@ class Agent:
         self._orphans: dict[str, float] = {}
         self._info: HostInfo | None = None
         self._backoff = Backoff(log, "host agent")
+        self._stop = asyncio.Event()
 
     # ----- registration ---------------------------------------------------------------------
     async def refresh_registration(self) -> None:
@@ -105,6 +107,18 @@ class Agent:
             await asyncio.sleep(self.config.heartbeat_seconds)
 
     # ----- main loop ------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Graceful stop (SIGTERM): take no new work, let running jobs finish within the grace."""
+        if not self._stop.is_set():
+            log.info(
+                "stopping: no new work; waiting up to %.0f s for running jobs", self.config.shutdown_grace
+            )
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     async def run(self) -> None:
         await self._register()
         helpers = [
@@ -112,17 +126,46 @@ class Agent:
             asyncio.create_task(self.reporter.run(), name="reporter"),
         ]
         try:
-            while True:
+            while not self._stop.is_set():
                 try:
                     await self.converge()
                     self._backoff.succeeded()
-                    await self.proto.wait_for_wakeup(self.config.resync_seconds)
+                    await self._wait_for_work()
                 except (RedisError, OSError, AnkaError) as exc:
                     await self._backoff.failed(exc)
+            await self._drain()
         finally:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _wait_for_work(self) -> None:
+        """Block on the inbox (or the resync timer), but return at once when a stop is requested."""
+        wakeup = asyncio.create_task(self.proto.wait_for_wakeup(self.config.resync_seconds))
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({wakeup, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not wakeup.done():
+                wakeup.cancel()
+            await asyncio.gather(wakeup, stop, return_exceptions=True)
+        if wakeup.done() and not wakeup.cancelled() and wakeup.exception() is not None:
+            raise wakeup.exception()  # type: ignore[misc]
+
+    async def _drain(self) -> None:
+        """Wait for running jobs; past the grace, stop them (each deletes its VM and reports
+        a retryable failure, so the controller runs the job elsewhere); then deregister."""
+        running = [t for t in self.tasks.values() if not t.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.config.shutdown_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if not await self.reporter.wait_flushed(10.0):
+            log.error("could not deliver every report to redis before stopping; they are lost")
+        with contextlib.suppress(RedisError, OSError):
+            await self.proto.deregister()
 
     async def converge(self) -> None:
         """One level-triggered pass over every job attempt known from any source."""
@@ -174,6 +217,7 @@ class Agent:
                     output_tail=self.config.output_tail,
                 ),
                 on_done=self._poke,
+                stopping=lambda: self.stopping,
             )
             resume = action == Action.RESUME
             log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)

@@ -63,6 +63,7 @@ class Worker:
         reporter: Reporter,
         config: WorkerConfig,
         on_done: Callable[[], Awaitable[None]],
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.d = desired
         self.anka = anka
@@ -70,6 +71,7 @@ class Worker:
         self.reporter = reporter
         self.config = config
         self.on_done = on_done
+        self.stopping = stopping
         self.started_at: float | None = None
 
     def _report(self, phase: ObservedPhase, stage: str, **extra: Any) -> None:
@@ -92,7 +94,15 @@ class Worker:
         try:
             result = await self._attempt(resume=resume, prior=prior, known=known)
         except asyncio.CancelledError:
-            result = Result(ObservedPhase.CANCELLED, "Cancelled", "cancelled; VM deleted")
+            if self.stopping():
+                result = Result(
+                    ObservedPhase.FAILED,
+                    "AgentStopped",
+                    "the host agent stopped before the job finished; VM deleted",
+                    retryable=True,
+                )
+            else:
+                result = Result(ObservedPhase.CANCELLED, "Cancelled", "cancelled; VM deleted")
             await asyncio.shield(self.finish(result))
             raise
         await asyncio.shield(self.finish(result))

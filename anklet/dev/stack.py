@@ -104,6 +104,7 @@ class DevStack:
                 "ANKLET_AGENT_MEMORY_MIB": str(self.host_memory_mib),
                 "ANKLET_AGENT_READY_POLL_SECONDS": str(max(0.05, 2.0 * self.time_scale)),
                 "ANKLET_AGENT_ORPHAN_GRACE_SECONDS": "5",
+                "ANKLET_AGENT_SHUTDOWN_GRACE_SECONDS": "2",
             }
             argv = [sys.executable, "-m", "anklet.cli", "agent", "--state-dir", str(home), "--arch", "arm64"]
             await self._spawn(name, argv, env)

@@ -333,3 +333,29 @@ async def test_refuses_to_start_with_an_unusable_licence(mac: Mac) -> None:
     assert mac.process is not None
     assert mac.process.wait(30) == 2
     assert "licence type com.veertu.anka.develop cannot run CI VMs" in mac.log.read_text()
+
+
+async def test_sigterm_lets_a_running_job_finish_within_the_grace(mac: Mac, ctl: ControllerProtocol) -> None:
+    mac.env["ANKLET_AGENT_SHUTDOWN_GRACE_SECONDS"] = "20"
+    mac.start()
+    await registered(ctl)
+    d = job("graceful", "sleep 1; echo done")
+    await ctl.reserve("mac-1", d)
+    await phase(ctl, d, ObservedPhase.RUNNING)
+    assert mac.kill(signal.SIGTERM) == 0
+    obs = await outcome(ctl, d, timeout=5)
+    assert obs.phase == ObservedPhase.SUCCEEDED and "done" in (obs.output or "")
+    assert [h.ready for h in await ctl.snapshot()] == [False], "a stopped agent gives up its lease"
+
+
+async def test_sigterm_past_the_grace_hands_the_job_back(mac: Mac, ctl: ControllerProtocol) -> None:
+    mac.env["ANKLET_AGENT_SHUTDOWN_GRACE_SECONDS"] = "0.5"
+    mac.start()
+    await registered(ctl)
+    d = job("too-long", "sleep 60")
+    await ctl.reserve("mac-1", d)
+    await phase(ctl, d, ObservedPhase.RUNNING)
+    assert mac.kill(signal.SIGTERM) == 0
+    obs = await outcome(ctl, d, timeout=5)
+    assert (obs.phase, obs.reason, obs.retryable) == (ObservedPhase.FAILED, "AgentStopped", True)
+    assert d.vm_name not in mac.vms()
