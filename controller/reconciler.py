@@ -69,6 +69,8 @@ class Reconciler:
         self._gc_heap: list[tuple[float, str]] = []
         self._backoff = Backoff(log, "controller")
         self._background: set[asyncio.Task[None]] = set()
+        self._resync_due = False
+        self._orphans: dict[str, float] = {}
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -127,16 +129,21 @@ class Reconciler:
                 except TimeoutError:
                     self._dirty.update(self.jobs)
                     self._capacity_changed = True
+                    self._resync_due = True
             self._wake.clear()
             self._collect_gc()
             dirty, self._dirty = self._dirty, set()
             capacity, self._capacity_changed = self._capacity_changed, False
+            resync, self._resync_due = self._resync_due, False
             try:
                 await self.reconcile(dirty, capacity)
+                if resync:
+                    await self.release_orphans()
                 self._backoff.succeeded()
             except _IO_ERRORS as exc:
                 self._dirty |= dirty
                 self._capacity_changed |= capacity
+                self._resync_due |= resync
                 await self._backoff.failed(exc)
 
     async def follow_host_events(self) -> None:
@@ -173,6 +180,24 @@ class Reconciler:
                 continue
             backoff.succeeded()
             return result
+
+    async def release_orphans(self) -> None:
+        """Free reservations whose AnkaJob no longer exists (e.g. its finalizer was removed by
+        hand). Only after two resyncs in a row, so a view still loading after a restart cannot
+        free a live job's slot; the host then deletes the VM as nothing desires it."""
+        now = time.monotonic()
+        seen: dict[str, float] = {}
+        for host in await self.proto.snapshot():
+            for r in host.reservations:
+                if r.uid in self.jobs:
+                    continue
+                first = self._orphans.get(r.uid, now)
+                seen[r.uid] = first
+                if now - first >= self.resync_seconds:
+                    log.warning("releasing %s on %s: its AnkaJob no longer exists", r.uid, host.info.name)
+                    await self.proto.release(host.info.name, r.uid, r.attempt)
+                    self.capacity_changed()
+        self._orphans = seen
 
     # ----- one pass -----------------------------------------------------------------------
     async def reconcile(self, dirty: set[str], capacity_changed: bool) -> None:

@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from anklet import crd, models
 from anklet.dev.kube_emulator import KubeApiServer
 from anklet.dev.redis_server import RedisServer
-from anklet.redis_protocol import HostProtocol, connect
-from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
+from anklet.redis_protocol import ControllerProtocol, HostProtocol, connect
+from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase, Workload
 from tests.waiting import eventually
 
 T = TypeVar("T")
@@ -341,3 +341,28 @@ async def test_redis_down_at_start_and_mid_run_loses_nothing(
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_reservations_without_an_ankajob_are_released(cluster: Cluster) -> None:
+    """A slot held for a job that no longer exists (finalizer removed by hand) is freed by resync."""
+    host = await ScriptedHost(cluster.redis, vm_slots=1).register()
+    ghost = DesiredVM(
+        uid="ghost",
+        namespace="default",
+        name="ghost",
+        attempt=1,
+        vm_name="anklet-vm-ghost-a1",
+        template="t",
+        cpu=1,
+        memory_mib=1,
+        handler="script",
+        workload=Workload(script="true"),
+    )
+    assert await ControllerProtocol(cluster.redis).reserve("mac-1", ghost) == "OK"
+
+    async def released() -> bool:
+        return "ghost" not in await host.proto.desired()
+
+    await eventually(released, timeout=20)
+    await cluster.create("after-ghost")
+    await host.desired_for("after-ghost")
