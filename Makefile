@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run dev test unit integration e2e lint typecheck crds check-crds venv clean
+.PHONY: run dev test unit integration e2e lint typecheck crds check-crds measure venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+measure: venv        ## dispatch latency (kubectl apply -> first anka clone) and idle RSS on the dev stack
+	$(BIN)/python scripts/measure_dispatch.py
 
 crds: venv           ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m anklet.crd
