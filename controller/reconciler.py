@@ -71,6 +71,7 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         self._resync_due = False
         self._orphans: dict[str, float] = {}
+        self._gc_planned: set[str] = set()
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -399,15 +400,18 @@ class Reconciler:
     def _plan_gc(self, job: AnkaJob) -> None:
         ttl = job.spec.ttl_seconds_after_finished
         done = job.status.completion_time
-        if ttl is None or done is None:
+        if ttl is None or done is None or job.metadata.uid in self._gc_planned:
             return
+        self._gc_planned.add(job.metadata.uid)
         heapq.heappush(self._gc_heap, ((done + timedelta(seconds=ttl)).timestamp(), job.metadata.uid))
 
     def _collect_gc(self) -> None:
         """Delete finished jobs whose TTL expired (the finalizer then lets them go at once)."""
         due = []
         while self._gc_heap and self._gc_heap[0][0] <= time.time():
-            due.append(heapq.heappop(self._gc_heap)[1])
+            uid = heapq.heappop(self._gc_heap)[1]
+            self._gc_planned.discard(uid)
+            due.append(uid)
         for uid in due:
             job = self.jobs.get(uid)
             if job is not None and job.status.phase.is_terminal():
@@ -420,5 +424,6 @@ class Reconciler:
             await self.kube.delete(job.metadata.namespace, job.metadata.name)
         except _IO_ERRORS as exc:
             log.warning("could not delete expired %s: %s; retrying in 10 s", job.metadata.name, exc)
+            self._gc_planned.add(job.metadata.uid)
             heapq.heappush(self._gc_heap, (time.time() + 10.0, job.metadata.uid))
             self._wake.set()
