@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -78,6 +78,31 @@ class ScriptSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set for the script.")
 
 
+class GitHubJobSpec(_Model):
+    """Which GitHub Actions job this AnkaJob serves (written by the GitHub receiver)."""
+
+    owner: str = Field(description="Repository owner (user or organisation).")
+    repo: str = Field(description="Repository name.")
+    job_id: int = Field(alias="jobId", ge=1, description="workflow_job id.")
+    run_id: int = Field(alias="runId", ge=1, description="workflow run id.")
+    run_attempt: int = Field(default=1, alias="runAttempt", ge=1)
+    labels: list[str] = Field(default_factory=list, description="The job's runs-on labels.")
+    html_url: str | None = Field(default=None, alias="htmlUrl")
+    workflow_name: str | None = Field(default=None, alias="workflowName")
+    job_name: str | None = Field(default=None, alias="jobName")
+
+
+class GitHubJobStatus(_Model):
+    """What the controller learnt about the GitHub job (from webhooks and the jobs API)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    status: str | None = Field(default=None, description="queued, waiting, in_progress or completed.")
+    conclusion: str | None = Field(default=None, description="GitHub's conclusion once completed.")
+    runner_name: str | None = Field(default=None, alias="runnerName")
+    runner_id: int | None = Field(default=None, alias="runnerId")
+
+
 class Resources(_Model):
     """What one VM of the job needs from its host; the scheduler reserves exactly this."""
 
@@ -100,10 +125,8 @@ class AnkaJobSpec(_Model):
         description="Handler plugin that defines the workload (script, github, ...)."
     )
     script: ScriptSpec | None = Field(default=None, description="Settings of the script handler.")
-    github: dict[str, Any] | None = Field(
-        default=None,
-        description="Settings of the github handler (written by the GitHub receiver).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    github: GitHubJobSpec | None = Field(
+        default=None, description="Settings of the github handler (written by the GitHub receiver)."
     )
     resources: Resources | None = Field(
         default=None, description="CPU and memory per VM; default: the template tag's own."
@@ -168,6 +191,7 @@ class AnkaJobStatus(_Model):
     start_time: datetime | None = Field(default=None, alias="startTime")
     completion_time: datetime | None = Field(default=None, alias="completionTime")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    github: GitHubJobStatus | None = Field(default=None, description="State of the GitHub job.")
     conditions: list[Condition] = Field(default_factory=list)
 
 

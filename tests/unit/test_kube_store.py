@@ -114,9 +114,14 @@ def test_unknown_fields_are_pruned_or_refused_per_field_validation(store: Store)
     assert "bogus" not in obj["spec"] and warnings == ['unknown field "spec.bogus"']
     with raises(400, "BadRequest"):
         store.create(jobs(store), "default", job("strict", bogus=1), field_validation="Strict")
-    # Where the schema preserves unknown fields, they stay.
-    obj, warnings = store.create(jobs(store), "default", job("kept", github={"any": {"thing": 1}}))
-    assert obj["spec"]["github"] == {"any": {"thing": 1}} and warnings == []
+    # Where the schema preserves unknown fields (AnkaJob status does), they stay.
+    store.create(jobs(store), "default", job("kept"))
+
+    def add_status(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "status": {"phase": "Pending", "kopf": {"any": {"thing": 1}}}}
+
+    obj, warnings = store.update(jobs(store), "default", "kept", add_status, subresource="status")
+    assert obj["status"]["kopf"] == {"any": {"thing": 1}} and warnings == []
 
 
 def test_generate_name(store: Store) -> None:
