@@ -65,6 +65,16 @@ def host_observed(host: str) -> str:
     return f"{PREFIX}:{host_tag(host)}:observed"
 
 
+# Per-run secrets (e.g. a GitHub JIT runner config) live at most this long: long enough for a
+# large template pull before the VM starts, short enough that a leaked key is soon useless.
+SECRET_TTL_MS = 2 * 3600 * 1000
+
+
+def host_secret(host: str, uid: str, attempt: int) -> str:
+    """String (JSON env) with a TTL: one attempt's secrets, readable by that host alone."""
+    return f"{PREFIX}:{host_tag(host)}:secret:{uid}:{attempt}"
+
+
 def host_inbox(host: str) -> str:
     """List the agent blocks on (BLPOP); each element is only a wake-up token."""
     return f"{PREFIX}:{host_tag(host)}:inbox"

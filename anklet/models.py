@@ -207,6 +207,7 @@ class ObjectMeta(BaseModel):
     creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
     deletion_timestamp: datetime | None = Field(default=None, alias="deletionTimestamp")
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class AnkaJob(BaseModel):

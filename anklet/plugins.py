@@ -1,17 +1,21 @@
 """The plugin API: handler plugins turn an AnkaJob into the workload its VM runs.
 
 Plugins are found through Python entry points (group ``anklet.handlers``), so a third-party
-package adds a CI platform with ``pip install``; nothing in Anklet lists them by hand.
+package adds a CI platform with ``pip install``; nothing in Anklet lists them by hand. Handlers
+run in the controller only: hosts receive the resolved workload (and, separately, per-run
+secrets) through Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
-from anklet.models import AnkaJob, AnkaJobSpec
-from anklet.wire import Workload
+from anklet.models import AnkaJob, AnkaJobSpec, Phase
+from anklet.wire import Observation, Workload
 
 HANDLERS_GROUP = "anklet.handlers"
 RECEIVERS_GROUP = "anklet.receivers"
@@ -21,9 +25,31 @@ class InvalidJob(ValueError):
     """The job's handler settings cannot work; the message names the field and the cause."""
 
 
+class NotYet(Exception):  # noqa: N818  (a signal, not an error)
+    """The handler cannot decide yet (it waits for an upstream fact); ask again on the next event."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The handler says the job must end now, e.g. its CI job was cancelled upstream."""
+
+    reason: str
+    message: str
+    phase: Phase = Phase.CANCELLED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The handler's reading of a finished workload: the final phase, or (phase None) a retry."""
+
+    phase: Phase | None
+    reason: str
+    message: str
+
+
 @runtime_checkable
 class HandlerPlugin(Protocol):
-    """What the controller asks of a handler plugin (runs in the controller, never on a Mac)."""
+    """What the controller asks of a handler plugin. Subclass `Handler` for the defaults."""
 
     name: str
 
@@ -31,7 +57,44 @@ class HandlerPlugin(Protocol):
         """Raise InvalidJob when the spec lacks what this handler needs."""
 
     def workload(self, job: AnkaJob) -> Workload:
-        """The script (and environment) the host agent runs inside the job's VM."""
+        """The script (and non-secret environment) the agent runs inside the job's VM."""
+
+    async def secrets(self, job: AnkaJob, *, vm_name: str, attempt: int) -> Mapping[str, str]:
+        """Per-run secrets for the VM (only when `workload().needs_secrets`); called after the
+        host's capacity is reserved, and again whenever they are missing (must be idempotent)."""
+
+    async def check(self, job: AnkaJob) -> Stop | None:
+        """Called for every active job: a Stop ends it (tearing down its VM if any)."""
+
+    async def judge(self, job: AnkaJob, obs: Observation) -> Verdict | None:
+        """The final phase of a finished workload; None keeps the exit-code rule; may raise NotYet."""
+
+    async def cleanup(self, job: AnkaJob) -> None:
+        """After the job ended: remove what it left outside Anklet (idempotent, best effort)."""
+
+
+class Handler:
+    """Defaults for the optional parts of `HandlerPlugin`."""
+
+    name = ""
+
+    def validate(self, spec: AnkaJobSpec) -> None:
+        return None
+
+    def workload(self, job: AnkaJob) -> Workload:
+        raise NotImplementedError
+
+    async def secrets(self, job: AnkaJob, *, vm_name: str, attempt: int) -> Mapping[str, str]:
+        return {}
+
+    async def check(self, job: AnkaJob) -> Stop | None:
+        return None
+
+    async def judge(self, job: AnkaJob, obs: Observation) -> Verdict | None:
+        return None
+
+    async def cleanup(self, job: AnkaJob) -> None:
+        return None
 
 
 class UnknownPlugin(LookupError):

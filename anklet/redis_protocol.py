@@ -8,6 +8,7 @@ put more on a host than it has.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ redis.call('LTRIM', KEYS[4], -64, -1)
 return 'OK'
 """
 
-# KEYS: alloc, desired, observed, inbox   ARGV: uid, attempt
+# KEYS: alloc, desired, observed, inbox, secret   ARGV: uid, attempt
 # Only the named attempt is released, so a late release cannot free a newer attempt's slot.
 _RELEASE_LUA = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -67,6 +68,7 @@ local o = redis.call('HGET', KEYS[3], ARGV[1])
 if o and tonumber(cjson.decode(o)['attempt']) == tonumber(ARGV[2]) then
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
+redis.call('DEL', KEYS[5])
 redis.call('RPUSH', KEYS[4], 'release')
 redis.call('LTRIM', KEYS[4], -64, -1)
 return 1
@@ -161,6 +163,16 @@ class HostProtocol:
         raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_observed(self.host)))
         return {uid: Observation.model_validate_json(v) for uid, v in raw.items()}
 
+    async def secret(self, uid: str, attempt: int) -> dict[str, str] | None:
+        raw = await self.client.get(keys.host_secret(self.host, uid, attempt))
+        if raw is None:
+            return None
+        env: dict[str, str] = json.loads(raw)
+        return env
+
+    async def drop_secret(self, uid: str, attempt: int) -> None:
+        await self.client.delete(keys.host_secret(self.host, uid, attempt))
+
     async def report(self, observation: Observation) -> None:
         await self.client.hset(keys.host_observed(self.host), observation.uid, observation.model_dump_json())
         await publish_event(self.client, "observed", host=self.host, uid=observation.uid)
@@ -252,10 +264,21 @@ class ControllerProtocol:
                 keys.host_desired(host),
                 keys.host_observed(host),
                 keys.host_inbox(host),
+                keys.host_secret(host, uid, attempt),
             ],
             args=[uid, attempt],
         )
         await publish_event(self.client, "released", host=host, uid=uid)
+
+    async def put_secret(self, host: str, uid: str, attempt: int, env: Mapping[str, str]) -> None:
+        """Store one attempt's secrets for its host only (TTL), then wake the host."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys.host_secret(host, uid, attempt), json.dumps(dict(env)), px=keys.SECRET_TTL_MS)
+        pipe.rpush(keys.host_inbox(host), "secret")
+        await pipe.execute()
+
+    async def has_secret(self, host: str, uid: str, attempt: int) -> bool:
+        return bool(await self.client.exists(keys.host_secret(host, uid, attempt)))
 
     async def cancel(self, host: str, uid: str) -> bool:
         """Ask the host to tear the job's VM down; False when nothing is desired there."""

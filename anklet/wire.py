@@ -65,6 +65,7 @@ class Workload(_Wire):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: int | None = None
     output_limit: int = 16_384
+    needs_secrets: bool = False
 
 
 class DesiredVM(_Wire):

@@ -144,7 +144,7 @@ def apply_observation(
             patch=finished(
                 status,
                 Phase.SUCCEEDED,
-                reason="Succeeded",
+                reason=obs.reason or "Succeeded",
                 message=obs.message or "workload exited 0",
                 now=now,
                 exit_code=obs.exit_code,
@@ -155,7 +155,11 @@ def apply_observation(
     if obs.phase == ObservedPhase.CANCELLED:
         return ObservationOutcome(
             patch=finished(
-                status, Phase.CANCELLED, reason="Cancelled", message=obs.message or "cancelled", now=now
+                status,
+                Phase.CANCELLED,
+                reason=obs.reason or "Cancelled",
+                message=obs.message or "cancelled",
+                now=now,
             ),
             release=True,
         )

@@ -14,9 +14,9 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -27,12 +27,19 @@ from anklet.backoff import Backoff
 from anklet.models import AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM
+from anklet.wire import DesiredVM, Observation, ObservedPhase
 from controller import phases, scheduling
 from controller.kube import KubeClient, KubeError
 from controller.resources import resolve_resources
 
 log = logging.getLogger("anklet.controller")
+
+T = TypeVar("T")
+_OBSERVED = {
+    Phase.SUCCEEDED: ObservedPhase.SUCCEEDED,
+    Phase.FAILED: ObservedPhase.FAILED,
+    Phase.CANCELLED: ObservedPhase.CANCELLED,
+}
 
 _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 
@@ -230,40 +237,120 @@ class Reconciler:
             self._settle(job)
             self._plan_gc(job)
             return False
-        cancelling = job.spec.cancel or job.metadata.deletion_timestamp is not None
+        try:
+            plugin = plugins.handler(job.spec.handler)
+        except plugins.UnknownPlugin as exc:
+            await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+            return False
+        stop = await self._plugin_call(job, plugin.check(job))
+        cancelling = job.spec.cancel or job.metadata.deletion_timestamp is not None or stop is not None
         if status.host is None:
+            if stop is not None:
+                await self._finish(job, stop.phase, stop.reason, stop.message)
+                return False
             if cancelling:
                 await self._finish(job, Phase.CANCELLED, "Cancelled", "cancelled before a VM was created")
                 return False
             try:
-                plugins.handler(job.spec.handler).validate(job.spec)
-            except (plugins.UnknownPlugin, plugins.InvalidJob) as exc:
+                plugin.validate(job.spec)
+            except plugins.InvalidJob as exc:
                 await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
                 return False
             return True
-        host = status.host
-        obs = await self.proto.observation(host, job.metadata.uid)
+        host, uid = status.host, job.metadata.uid
+        obs = await self.proto.observation(host, uid)
         if obs is not None:
+            try:
+                obs = await self._interpret(job, plugin, obs, stop)
+            except plugins.NotYet:
+                return False
             outcome = phases.apply_observation(status, obs, backoff_limit=job.spec.backoff_limit, now=now)
             if outcome.patch is not None:
                 job = await self._write(job, outcome.patch)
             if outcome.release:
-                await self.proto.release(host, job.metadata.uid, obs.attempt)
+                await self.proto.release(host, uid, obs.attempt)
                 self.capacity_changed()
                 return self._wants_host(job)
         if cancelling:
-            if not await self.proto.cancel(host, job.metadata.uid) and obs is None:
-                await self._finish(job, Phase.CANCELLED, "Cancelled", "cancelled; no VM was left on the host")
-                await self.proto.release(host, job.metadata.uid, status.attempts)
+            if not await self.proto.cancel(host, uid) and obs is None:
+                phase, reason, message = (
+                    (stop.phase, stop.reason, stop.message)
+                    if stop is not None
+                    else (Phase.CANCELLED, "Cancelled", "cancelled; no VM was left on the host")
+                )
+                await self._finish(job, phase, reason, message)
+                await self.proto.release(host, uid, status.attempts)
                 self.capacity_changed()
             return False
-        if obs is None and await self.proto.desired(host, job.metadata.uid) is None:
+        desired = await self.proto.desired(host, uid)
+        if obs is None and desired is None:
             job = await self._write(
                 job,
                 phases.requeue(status, reason="ReservationLost", message="the host no longer holds the job"),
             )
             return self._wants_host(job)
+        if desired is not None and (obs is None or not obs.phase.is_terminal()):
+            await self._ensure_secrets(job, plugin, host, desired)
         return False
+
+    async def _interpret(
+        self, job: AnkaJob, plugin: plugins.HandlerPlugin, obs: Observation, stop: plugins.Stop | None
+    ) -> Observation:
+        """Let the handler name the outcome of a finished attempt (e.g. from the CI's verdict)."""
+        if not (obs.phase.is_terminal() and obs.vm_deleted) or obs.attempt != job.status.attempts:
+            return obs
+        if stop is not None and obs.phase == ObservedPhase.CANCELLED:
+            return obs.model_copy(
+                update={"phase": _OBSERVED[stop.phase], "reason": stop.reason, "message": stop.message}
+            )
+        if obs.retryable or obs.phase == ObservedPhase.CANCELLED:
+            return obs
+        verdict = await self._plugin_call(job, plugin.judge(job, obs), reraise=(plugins.NotYet,))
+        if verdict is None:
+            return obs
+        if verdict.phase is None:
+            update = {"phase": ObservedPhase.FAILED, "retryable": True}
+        else:
+            update = {"phase": _OBSERVED[verdict.phase], "retryable": False}
+        return obs.model_copy(update={**update, "reason": verdict.reason, "message": verdict.message})
+
+    async def _ensure_secrets(
+        self, job: AnkaJob, plugin: plugins.HandlerPlugin, host: str, desired: DesiredVM
+    ) -> None:
+        """Level-triggered: whenever a live attempt needs secrets and its host has none, make them."""
+        if not desired.workload.needs_secrets or desired.cancel:
+            return
+        if await self.proto.has_secret(host, desired.uid, desired.attempt):
+            return
+        env = await self._plugin_call(
+            job, plugin.secrets(job, vm_name=desired.vm_name, attempt=desired.attempt)
+        )
+        if env is not None:
+            await self.proto.put_secret(host, desired.uid, desired.attempt, env)
+
+    async def _plugin_call(
+        self, job: AnkaJob, call: Awaitable[T], *, reraise: tuple[type[BaseException], ...] = ()
+    ) -> T | None:
+        """A handler's I/O failing must not stall other jobs: log it, retry on a later pass."""
+        try:
+            return await call
+        except reraise:
+            raise
+        except Exception as exc:
+            log.warning(
+                "handler %s failed for %s/%s: %s: %s; retrying later",
+                job.spec.handler,
+                job.metadata.namespace,
+                job.metadata.name,
+                type(exc).__name__,
+                exc,
+            )
+            self._retry_soon(job.metadata.uid)
+            return None
+
+    def _retry_soon(self, uid: str, delay: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, self.mark, uid)
 
     async def _schedule(self, jobs: list[AnkaJob]) -> None:
         jobs.sort(
@@ -350,10 +437,12 @@ class Reconciler:
             return
         patch = phases.scheduled(job.status, host=decision.host, vm_name=vm_name, attempt=attempt, now=now)
         if patch is not None:
-            await self._write(job, patch)
+            job = await self._write(job, patch)
             await self.kube.event(
                 job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}"
             )
+        # The host is already pulling and cloning; the secrets race it and usually win.
+        await self._ensure_secrets(job, plugins.handler(job.spec.handler), decision.host, desired)
 
     # ----- writes -------------------------------------------------------------------------
     async def _finish(
@@ -384,6 +473,7 @@ class Reconciler:
                 updated.status.message or "",
             )
             if after.is_terminal():
+                self._background.add(asyncio.get_running_loop().create_task(self._cleanup(updated)))
                 if after != Phase.CANCELLED or before != Phase.PENDING:
                     await self.kube.event(
                         updated, reason=after.value, message=updated.status.message or after.value
@@ -391,6 +481,10 @@ class Reconciler:
                 self._settle(updated)
                 self._plan_gc(updated)
         return updated
+
+    async def _cleanup(self, job: AnkaJob) -> None:
+        with contextlib.suppress(plugins.UnknownPlugin):
+            await self._plugin_call(job, plugins.handler(job.spec.handler).cleanup(job))
 
     def _settle(self, job: AnkaJob) -> None:
         event = self._settled.pop(job.metadata.uid, None)

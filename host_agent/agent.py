@@ -42,6 +42,7 @@ class AgentConfig:
     ready_poll: float = 2.0
     output_tail: int = 16_384
     shutdown_grace: float = 30.0
+    secret_timeout: float = 120.0
 
 
 def outcome_of(obs: Observation | None, key: VMName) -> Outcome:
@@ -65,6 +66,7 @@ class Agent:
         self._info: HostInfo | None = None
         self._backoff = Backoff(log, "host agent")
         self._stop = asyncio.Event()
+        self._tick = asyncio.Event()
 
     # ----- registration ---------------------------------------------------------------------
     async def refresh_registration(self) -> None:
@@ -167,8 +169,25 @@ class Agent:
         with contextlib.suppress(RedisError, OSError):
             await self.proto.deregister()
 
+    async def wait_for_secret(self, uid: str, attempt: int) -> dict[str, str] | None:
+        """The attempt's secrets, waiting (on inbox wake-ups, not a timer) up to the secret timeout."""
+        deadline = time.monotonic() + self.config.secret_timeout
+        while True:
+            tick = self._tick
+            with contextlib.suppress(RedisError, OSError):
+                secret = await self.proto.secret(uid, attempt)
+                if secret is not None:
+                    return secret
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tick.wait(), min(remaining, self.config.resync_seconds))
+
     async def converge(self) -> None:
         """One level-triggered pass over every job attempt known from any source."""
+        self._tick.set()
+        self._tick = asyncio.Event()
         desired = await self.proto.desired()
         vms = await self.anka.list_vms()
         self._reap()
@@ -218,6 +237,7 @@ class Agent:
                 ),
                 on_done=self._poke,
                 stopping=lambda: self.stopping,
+                secrets=self.wait_for_secret,
             )
             resume = action == Action.RESUME
             log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)

@@ -64,6 +64,7 @@ class Worker:
         config: WorkerConfig,
         on_done: Callable[[], Awaitable[None]],
         stopping: Callable[[], bool] = lambda: False,
+        secrets: Callable[[str, int], Awaitable[dict[str, str] | None]] | None = None,
     ) -> None:
         self.d = desired
         self.anka = anka
@@ -72,6 +73,7 @@ class Worker:
         self.config = config
         self.on_done = on_done
         self.stopping = stopping
+        self.secrets = secrets
         self.started_at: float | None = None
 
     def _report(self, phase: ObservedPhase, stage: str, **extra: Any) -> None:
@@ -160,14 +162,25 @@ class Worker:
             return Result(ObservedPhase.FAILED, "ProvisioningTimeout", str(exc), retryable=True)
         except AnkaError as exc:
             return Result(ObservedPhase.FAILED, "ProvisioningFailed", str(exc), retryable=True)
+        w = d.workload
+        env = dict(w.env)
+        if w.needs_secrets:
+            secret = await self.secrets(d.uid, d.attempt) if self.secrets is not None else None
+            if secret is None:
+                return Result(
+                    ObservedPhase.FAILED,
+                    "SecretsMissing",
+                    "the controller did not provide this run's secrets in time",
+                    retryable=True,
+                )
+            env.update(secret)
         self.started_at = time.time()
         self._report(ObservedPhase.RUNNING, "Running")
-        w = d.workload
         try:
             run = await self.anka.run(
                 d.vm_name,
                 w.script,
-                env=w.env,
+                env=env,
                 timeout=float(w.timeout_seconds) if w.timeout_seconds else None,
                 output_limit=min(w.output_limit, self.config.output_tail),
             )

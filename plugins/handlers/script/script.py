@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from anklet.models import AnkaJob, AnkaJobSpec
-from anklet.plugins import InvalidJob
+from anklet.plugins import Handler, InvalidJob
 from anklet.wire import Workload
 
 
-class ScriptHandler:
+class ScriptHandler(Handler):
     """Exit code 0 → Succeeded; anything else → Failed with the exit code and output tail."""
 
     name = "script"
