@@ -8,6 +8,7 @@ secrets) through Redis.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 from anklet.models import AnkaJob, AnkaJobSpec, Phase
 from anklet.wire import Observation, Workload
+
+log = logging.getLogger("anklet.plugins")
 
 HANDLERS_GROUP = "anklet.handlers"
 RECEIVERS_GROUP = "anklet.receivers"
@@ -102,19 +105,33 @@ class UnknownPlugin(LookupError):
 
 
 @cache
-def handler_plugins() -> dict[str, HandlerPlugin]:
-    """Every installed handler plugin by name (loaded once per process)."""
+def _load_handlers() -> tuple[dict[str, HandlerPlugin], dict[str, str]]:
     found: dict[str, HandlerPlugin] = {}
+    broken: dict[str, str] = {}
     for ep in entry_points(group=HANDLERS_GROUP):
-        plugin = ep.load()
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            log.error("cannot load handler plugin %s (%s): %s: %s", ep.name, ep.value, type(exc).__name__, exc)
+            broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            continue
         if not isinstance(plugin, HandlerPlugin):
-            raise TypeError(f"entry point {ep.name} ({ep.value}) is not a HandlerPlugin")
+            log.error("handler plugin %s (%s) does not implement HandlerPlugin", ep.name, ep.value)
+            broken[ep.name] = "does not implement HandlerPlugin"
+            continue
         found[ep.name] = plugin
-    return found
+    return found, broken
+
+
+def handler_plugins() -> dict[str, HandlerPlugin]:
+    """Every installed handler plugin that loaded, by name (loaded once per process)."""
+    return _load_handlers()[0]
 
 
 def handler(name: str) -> HandlerPlugin:
-    plugins = handler_plugins()
+    plugins, broken = _load_handlers()
+    if name in broken:
+        raise UnknownPlugin(f"handler {name!r} is installed but failed to load: {broken[name]}")
     if name not in plugins:
         known = ", ".join(sorted(plugins)) or "none"
         raise UnknownPlugin(f"unknown handler {name!r} (installed: {known})")
