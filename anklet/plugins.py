@@ -28,7 +28,7 @@ class InvalidJob(ValueError):
     """The job's handler settings cannot work; the message names the field and the cause."""
 
 
-class NotYet(Exception):  # noqa: N818  (a signal, not an error)
+class NotYet(Exception):
     """The handler cannot decide yet (it waits for an upstream fact); ask again on the next event."""
 
 
