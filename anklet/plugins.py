@@ -112,7 +112,7 @@ def _load_handlers() -> tuple[dict[str, HandlerPlugin], dict[str, str]]:
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
-            log.error("cannot load handler plugin %s (%s): %s: %s", ep.name, ep.value, type(exc).__name__, exc)
+            log.error("cannot load handler plugin %s (%s): %s", ep.name, ep.value, exc)
             broken[ep.name] = f"{type(exc).__name__}: {exc}"
             continue
         if not isinstance(plugin, HandlerPlugin):
