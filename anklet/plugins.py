@@ -75,6 +75,9 @@ class HandlerPlugin(Protocol):
     async def cleanup(self, job: AnkaJob) -> None:
         """After the job ended: remove what it left outside Anklet (idempotent, best effort)."""
 
+    def status_fields(self, job: AnkaJob) -> Mapping[str, object] | None:
+        """Handler-specific status to mirror (e.g. {"github": {...}}), or None."""
+
 
 class Handler:
     """Defaults for the optional parts of `HandlerPlugin`."""
@@ -97,6 +100,9 @@ class Handler:
         return None
 
     async def cleanup(self, job: AnkaJob) -> None:
+        return None
+
+    def status_fields(self, job: AnkaJob) -> Mapping[str, object] | None:
         return None
 
 

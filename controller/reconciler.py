@@ -233,6 +233,10 @@ class Reconciler:
     async def _reconcile_one(self, job: AnkaJob) -> bool:
         """Converge one job; True when it waits for a host."""
         status, now = job.status, self.clock()
+        plugin = plugins.handler_plugins().get(job.spec.handler)
+        if plugin is not None:
+            job = await self._mirror(job, plugin)
+            status = job.status
         if status.phase.is_terminal():
             self._settle(job)
             self._plan_gc(job)
@@ -292,6 +296,15 @@ class Reconciler:
         if desired is not None and (obs is None or not obs.phase.is_terminal()):
             await self._ensure_secrets(job, plugin, host, desired)
         return False
+
+    async def _mirror(self, job: AnkaJob, plugin: plugins.HandlerPlugin) -> AnkaJob:
+        """Write the handler's own status fields when they differ from what status shows."""
+        fields = plugin.status_fields(job)
+        if not fields:
+            return job
+        current = job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        changed = {k: v for k, v in fields.items() if current.get(k) != v}
+        return await self._write(job, changed) if changed else job
 
     async def _interpret(
         self, job: AnkaJob, plugin: plugins.HandlerPlugin, obs: Observation, stop: plugins.Stop | None
