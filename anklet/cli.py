@@ -155,6 +155,29 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return _run_until_signal(main(), graceful)
 
 
+def cmd_receiver(args: argparse.Namespace) -> int:
+    """The GitHub webhook receiver (settings: ANKLET_RECEIVER_* and ANKLET_GITHUB_* env)."""
+    from plugins.receivers.github.config import ConfigError, load_config
+    from plugins.receivers.github.receiver import serve
+
+    flags = {"host": args.host, "port": args.port, "namespace": args.namespace, "kubeconfig": args.kubeconfig}
+    try:
+        config = load_config(**{key: value for key, value in flags.items() if value is not None})
+    except ConfigError as exc:
+        log.error("invalid receiver configuration: %s", exc)
+        return EXIT_CONFIG
+
+    async def main() -> int:
+        try:
+            await serve(config)
+        except ConfigError as exc:
+            log.error("receiver cannot start: %s", exc)
+            return EXIT_CONFIG
+        return EXIT_OK
+
+    return _run_until_signal(main())
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from anklet.dev.stack import DevStack, DevStackError
 
@@ -197,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--state-dir", help="agent state and lock files (default ~/.anklet)")
     agent.add_argument("--arch", choices=["arm64", "amd64"], help="override the detected architecture")
     agent.set_defaults(func=cmd_agent)
+
+    rcv = sub.add_parser(
+        "receiver", help="run the GitHub webhook receiver (settings: ANKLET_RECEIVER_*, ANKLET_GITHUB_* env)"
+    )
+    rcv.add_argument("--host", help="listen address (default ANKLET_RECEIVER_HOST or 0.0.0.0)")
+    rcv.add_argument("--port", type=int, help="listen port, 0 = any free one (default ANKLET_RECEIVER_PORT)")
+    rcv.add_argument("--namespace", "-n", help="namespace for AnkaJobs (default ANKLET_RECEIVER_NAMESPACE)")
+    rcv.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then $KUBECONFIG)")
+    rcv.set_defaults(func=cmd_receiver)
     return parser
 
 

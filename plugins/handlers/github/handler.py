@@ -1,0 +1,186 @@
+"""The `github` handler (controller side): one ephemeral JIT runner per AnkaJob attempt.
+
+GitHub credentials live here only. When an attempt is placed, the handler asks GitHub for a JIT
+runner configuration named after the attempt's VM and hands it to that host alone (as a per-run
+secret); inside the VM `vm/run-runner.bash` installs the runner and runs it for exactly one job.
+What GitHub reports (webhooks recorded as annotations by the receiver, or the jobs API) decides
+how the AnkaJob ends; the decisions themselves are in `decisions.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from anklet.models import AnkaJob, AnkaJobSpec
+from anklet.plugins import Handler, InvalidJob, NotYet, Stop, Verdict
+from anklet.wire import Observation, Workload
+from plugins.handlers.github import constants, decisions
+from plugins.handlers.github.client import GitHubClient
+from plugins.handlers.github.errors import GitHubError, NotFound, RunnerNameExists
+from plugins.handlers.github.scope import Scope
+from plugins.handlers.github.settings import GitHubSettings
+
+log = logging.getLogger("anklet.github")
+
+RUN_RUNNER = resources.files("plugins.handlers.github").joinpath("vm/run-runner.bash").read_text()
+
+DEFAULT_RELEASE_URL = "https://api.github.com/repos/actions/runner/releases/latest"
+
+
+class GitHubHandlerSettings(BaseSettings):
+    """Handler-only settings (env prefix `ANKLET_GITHUB_HANDLER_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANKLET_GITHUB_HANDLER_", extra="ignore")
+
+    runner_scope: str = Field(
+        default="repo", pattern="^(repo|org|enterprise)$", description="where JIT runners are registered"
+    )
+    runner_release_url: str = Field(
+        default=DEFAULT_RELEASE_URL, description="release description with the runner downloads and checksums"
+    )
+    release_cache_seconds: float = Field(default=3600.0, ge=0)
+
+
+class GitHubHandler(Handler):
+    name = "github"
+
+    def __init__(self) -> None:
+        self._client: GitHubClient | None = None
+        self._settings: GitHubSettings | None = None
+        self._handler_settings: GitHubHandlerSettings | None = None
+        self._release: tuple[float, dict[str, decisions.RunnerAsset]] | None = None
+        self._lock = asyncio.Lock()
+
+    # ----- wiring (lazy: settings are read in the controller process, not at import) ----------
+    def _config(self) -> tuple[GitHubSettings, GitHubHandlerSettings]:
+        if self._settings is None or self._handler_settings is None:
+            self._settings = GitHubSettings()
+            self._handler_settings = GitHubHandlerSettings()
+        return self._settings, self._handler_settings
+
+    async def client(self) -> GitHubClient:
+        async with self._lock:
+            if self._client is None:
+                settings, _ = self._config()
+                self._client = GitHubClient.from_settings(settings)
+            return self._client
+
+    def scope_for(self, spec: AnkaJobSpec) -> Scope:
+        settings, handler = self._config()
+        github = spec.github
+        assert github is not None
+        if handler.runner_scope == "org":
+            return Scope.organization(github.owner)
+        if handler.runner_scope == "enterprise":
+            if not settings.enterprise:
+                raise InvalidJob("runner_scope enterprise needs ANKLET_GITHUB_ENTERPRISE")
+            return Scope.for_enterprise(settings.enterprise)
+        return Scope.repository(github.owner, github.repo)
+
+    # ----- the plugin API -----------------------------------------------------------------------
+    def validate(self, spec: AnkaJobSpec) -> None:
+        if spec.github is None:
+            raise InvalidJob("spec.github is required for handler 'github' (the receiver writes it)")
+
+    def workload(self, job: AnkaJob) -> Workload:
+        self.validate(job.spec)
+        return Workload(script=RUN_RUNNER, timeout_seconds=job.spec.timeout_seconds, needs_secrets=True)
+
+    async def secrets(self, job: AnkaJob, *, vm_name: str, attempt: int) -> Mapping[str, str]:
+        github = job.spec.github
+        assert github is not None
+        client = await self.client()
+        scope = self.scope_for(job.spec)
+        settings, _ = self._config()
+        # GitHub gives every self-hosted runner its default labels; only custom ones are registered.
+        labels = [label for label in github.labels if label.lower() != "self-hosted"]
+        try:
+            jit = await client.generate_jitconfig(
+                scope, vm_name, labels, runner_group_id=settings.runner_group_id
+            )
+        except RunnerNameExists:
+            # An earlier call for this attempt succeeded but its answer was lost: the config is
+            # only ever returned once, so replace that runner with a fresh one.
+            await self._delete_runner(client, scope, vm_name)
+            jit = await client.generate_jitconfig(
+                scope, vm_name, labels, runner_group_id=settings.runner_group_id
+            )
+        env = {constants.JIT_CONFIG_ENV: jit.encoded_jit_config.get_secret_value()}
+        for arch, asset in (await self._runner_assets()).items():
+            env[f"ANKLET_RUNNER_URL_{arch.upper()}"] = asset.url
+            env[f"ANKLET_RUNNER_SHA256_{arch.upper()}"] = asset.sha256
+        log.info("registered JIT runner %s for %s/%s", vm_name, job.metadata.namespace, job.metadata.name)
+        return env
+
+    async def check(self, job: AnkaJob) -> Stop | None:
+        if job.spec.github is None:
+            return None
+        facts = decisions.GitHubFacts.from_annotations(job.metadata.annotations)
+        return decisions.check(facts, vm_name=job.status.vm_name)
+
+    async def judge(self, job: AnkaJob, obs: Observation) -> Verdict | None:
+        github = job.spec.github
+        if github is None:
+            return None
+        facts = decisions.GitHubFacts.from_annotations(job.metadata.annotations)
+        if not facts.completed:
+            # The completed webhook may be late or lost: ask the jobs API (the fallback).
+            try:
+                remote = await (await self.client()).get_job(github.owner, github.repo, github.job_id)
+            except GitHubError as exc:
+                raise NotYet(f"cannot read the GitHub job: {exc}") from exc
+            facts = decisions.GitHubFacts(
+                status=remote.status, conclusion=remote.conclusion, runner_name=remote.runner_name
+            )
+        return decisions.judge(facts, vm_name=obs.vm_name, exit_code=obs.exit_code)
+
+    def status_fields(self, job: AnkaJob) -> Mapping[str, object] | None:
+        """status.github mirrors what the receiver recorded from GitHub's webhooks."""
+        facts = decisions.GitHubFacts.from_annotations(job.metadata.annotations)
+        if job.spec.github is None or facts.status is None:
+            return None
+        github = {"status": facts.status, "conclusion": facts.conclusion, "runnerName": facts.runner_name}
+        return {"github": {k: v for k, v in github.items() if v is not None}}
+
+    async def cleanup(self, job: AnkaJob) -> None:
+        """An ephemeral runner unregisters itself after its job; one that never ran must go."""
+        if job.spec.github is None or job.status.vm_name is None:
+            return
+        await self._delete_runner(await self.client(), self.scope_for(job.spec), job.status.vm_name)
+
+    # ----- helpers ------------------------------------------------------------------------------
+    async def _delete_runner(self, client: GitHubClient, scope: Scope, name: str) -> None:
+        runner = await client.find_runner(scope, name)
+        if runner is None:
+            return
+        try:
+            await client.delete_runner(scope, runner.id)
+            log.info("deleted runner %s (%s)", name, scope)
+        except NotFound:
+            return
+
+    async def _runner_assets(self) -> dict[str, decisions.RunnerAsset]:
+        _, handler = self._config()
+        now = time.monotonic()
+        if self._release is not None and now - self._release[0] < handler.release_cache_seconds:
+            return self._release[1]
+        async with httpx.AsyncClient(timeout=30.0, follow_redirects=True) as http:
+            response = await http.get(handler.runner_release_url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            release: dict[str, Any] = response.json()
+        assets = decisions.runner_assets(release)
+        if not assets:
+            log.warning(
+                "no macOS runner downloads in %s; VMs must cache the runner", handler.runner_release_url
+            )
+        self._release = (now, assets)
+        return assets
