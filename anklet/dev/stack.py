@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -24,7 +25,17 @@ import httpx
 import yaml
 
 from anklet import crd, models
-from anklet.dev.redis_server import RedisServer, RedisUnavailable
+from anklet.dev.redis_server import RedisServer, RedisUnavailable, free_port
+
+# The repository the dev stack's fake GitHub jobs belong to (the receiver's redelivery scope).
+DEV_OWNER = "anklet-dev"
+DEV_REPO = "demo"
+DEV_HOOK_ID = 1
+DEMO_GITHUB_LABELS = [
+    "self-hosted",
+    "anka-template:84266873-da90-4e0d-903b-ed0233471f9f",
+    "anka-template-tag:6c14r",
+]
 
 
 class DevStackError(RuntimeError):
@@ -56,6 +67,9 @@ class DevStack:
         self.redis: RedisServer | None = None
         self.api: Any = None
         self.endpoints: dict[str, Any] = {}
+        self.github: Any = None
+        self.webhook_url = ""
+        self.webhook_secret = ""
 
     def say(self, message: str) -> None:
         print(f"[anklet dev {time.strftime('%H:%M:%S')}] {message}", file=self.out, flush=True)
@@ -85,11 +99,27 @@ class DevStack:
             "KUBECONFIG": str(kubeconfig),
             "PYTHONUNBUFFERED": "1",
         }
+        github_env = await self._start_github()
         await self._spawn(
             "controller",
             [sys.executable, "-m", "anklet.cli", "controller", "--kubeconfig", str(kubeconfig)],
-            {**base_env, "ANKLET_RESYNC_SECONDS": "10"},
+            {**base_env, **github_env, "ANKLET_RESYNC_SECONDS": "10"},
         )
+        receiver_port = free_port()
+        self.webhook_url = f"http://127.0.0.1:{receiver_port}/webhooks/github"
+        await self._spawn(
+            "receiver",
+            [sys.executable, "-m", "anklet.cli", "receiver"],
+            {
+                **base_env,
+                **github_env,
+                "ANKLET_RECEIVER_HOST": "127.0.0.1",
+                "ANKLET_RECEIVER_PORT": str(receiver_port),
+                "ANKLET_RECEIVER_NAMESPACE": "default",
+                "ANKLET_RECEIVER_KUBECONFIG": str(kubeconfig),
+            },
+        )
+        self.github.set_webhook(self.webhook_url, self.webhook_secret)
         for i in range(1, self.hosts + 1):
             name = f"mac-{i}"
             home = self.dir / "hosts" / name
@@ -112,15 +142,36 @@ class DevStack:
             "kube_api": self.api.url,
             "kubeconfig": str(kubeconfig),
             "redis_url": self.redis.url,
-            "webhook_url": None,
-            "webhook_secret": None,
-            "github_api": None,
-            "metrics": {},
+            "webhook_url": self.webhook_url,
+            "webhook_secret": self.webhook_secret,
+            "github_api": self.github.url,
+            "github_owner": DEV_OWNER,
+            "github_repo": DEV_REPO,
+            "metrics": {"receiver": self.webhook_url.replace("/webhooks/github", "/metrics")},
             "logs": str(self.dir / "logs"),
             "hosts": [f"mac-{i}" for i in range(1, self.hosts + 1)],
         }
         (self.dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
         return self.endpoints
+
+    async def _start_github(self) -> dict[str, str]:
+        """The fake GitHub in this process; returns the settings the controller and receiver need."""
+        from anklet.dev.fake_github import FakeGitHub
+
+        self.webhook_secret = secrets.token_hex(20)
+        token = f"ghp_dev_{secrets.token_hex(16)}"
+        self.github = FakeGitHub(webhook_secret=self.webhook_secret, tokens=[token], hook_id=DEV_HOOK_ID)
+        await self.github.__aenter__()
+        return {
+            "ANKLET_GITHUB_API_URL": self.github.url,
+            "ANKLET_GITHUB_TOKEN": token,
+            "ANKLET_GITHUB_OWNER": DEV_OWNER,
+            "ANKLET_GITHUB_REPO": DEV_REPO,
+            "ANKLET_GITHUB_HOOK_ID": str(DEV_HOOK_ID),
+            "ANKLET_GITHUB_WEBHOOK_SECRET": self.webhook_secret,
+            "ANKLET_GITHUB_REDELIVERY_INTERVAL_SECONDS": "10",
+            "ANKLET_GITHUB_HANDLER_RUNNER_RELEASE_URL": f"{self.github.url}/_sim/releases/latest",
+        }
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:
         log_path = self.dir / "logs" / f"{name}.log"
@@ -174,6 +225,9 @@ class DevStack:
         if self.api is not None:
             await self.api.__aexit__(None, None, None)
             self.api = None
+        if self.github is not None:
+            await self.github.__aexit__(None, None, None)
+            self.github = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -209,14 +263,38 @@ class DevStack:
                         self.say(f"applying {job['metadata']['name']} failed: {response.text[:300]}")
                         return 1
                     self.say(f"applied ankajob/{job['metadata']['name']}")
+                gh_job = await self._queue_github_job(http)
+                expected = [*jobs, _expected_github(gh_job)]
                 try:
-                    results = await asyncio.wait_for(self._follow(http, jobs), timeout)
+                    results = await asyncio.wait_for(self._follow(http, expected), timeout)
                 except TimeoutError:
                     self.say(f"timed out after {timeout:.0f} s; logs in {self.dir / 'logs'}")
                     return 1
+                results["github job completed/success, no runner left"] = await self._github_clean(gh_job)
         failed = [name for name, ok in results.items() if not ok]
         self.say("demo " + ("passed" if not failed else f"FAILED: {', '.join(failed)}"))
         return 0 if not failed else 1
+
+    async def _queue_github_job(self, http: httpx.AsyncClient) -> dict[str, Any]:
+        """A GitHub Actions job with Anka labels, queued on the fake GitHub (which sends the webhook)."""
+        body = {"owner": DEV_OWNER, "repo": DEV_REPO, "labels": DEMO_GITHUB_LABELS, "run_seconds": 2,
+                "name": "build", "workflow_name": "ci"}  # fmt: skip
+        response = await http.post(f"{self.github.url}/_sim/workflow_jobs", json=body)
+        response.raise_for_status()
+        job: dict[str, Any] = response.json()
+        self.say(f"queued GitHub job {job['id']} on {DEV_OWNER}/{DEV_REPO} with labels {DEMO_GITHUB_LABELS}")
+        return job
+
+    async def _github_clean(self, job: dict[str, Any]) -> bool:
+        """The GitHub side after the demo: the job completed successfully and no runner is left."""
+        final = self.github.job(job["id"]) or {}
+        runners = self.github.runners()
+        ok = final.get("status") == "completed" and final.get("conclusion") == "success" and not runners
+        self.say(
+            f"GitHub job {job['id']}: {final.get('status')}/{final.get('conclusion')}, "
+            f"runner {final.get('runner_name')}; runners still registered: {len(runners)}"
+        )
+        return ok
 
     async def _follow(self, http: httpx.AsyncClient, jobs: list[dict[str, Any]]) -> dict[str, bool]:
         """Watch the jobs until each is terminal; True where the phase is the expected one."""
@@ -256,6 +334,14 @@ class DevStack:
                     if len(results) == len(expected):
                         break
         return results
+
+
+def _expected_github(job: dict[str, Any]) -> dict[str, Any]:
+    """The AnkaJob the receiver creates for a queued GitHub job, with what the demo expects."""
+    from plugins.handlers.github.constants import ankajob_name
+
+    name = ankajob_name(int(job["id"]), int(job.get("run_attempt", 1)))
+    return {"metadata": {"name": name, "annotations": {"anklet.dev/expected-phase": "Succeeded"}}}
 
 
 def _collection(job: dict[str, Any]) -> str:
