@@ -9,7 +9,7 @@ secrets) through Redis.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -34,11 +34,16 @@ class NotYet(Exception):
 
 @dataclass(frozen=True)
 class Stop:
-    """The handler says the job must end now, e.g. its CI job was cancelled upstream."""
+    """The handler says the job's VM must go now, e.g. its CI job was cancelled upstream.
+
+    The job then ends in `phase`, or with `retry` goes back to Pending for a new attempt
+    (within backoffLimit) once the VM is gone.
+    """
 
     reason: str
     message: str
     phase: Phase = Phase.CANCELLED
+    retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class HandlerPlugin(Protocol):
     def status_fields(self, job: AnkaJob) -> Mapping[str, object] | None:
         """Handler-specific status to mirror (e.g. {"github": {...}}), or None."""
 
+    async def sweep(self, jobs: Collection[AnkaJob]) -> None:
+        """Periodic (each resync): remove leftovers no job owns any more, e.g. orphan runners."""
+
 
 class Handler:
     """Defaults for the optional parts of `HandlerPlugin`."""
@@ -103,6 +111,9 @@ class Handler:
         return None
 
     def status_fields(self, job: AnkaJob) -> Mapping[str, object] | None:
+        return None
+
+    async def sweep(self, jobs: Collection[AnkaJob]) -> None:
         return None
 
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from anklet import keys
-from anklet.wire import DesiredVM, HostInfo, Observation, Reservation
+from anklet.wire import DesiredVM, HostInfo, Observation, Reservation, StopReason
 
 # KEYS: info, alloc, desired, inbox, lease
 # ARGV: uid, attempt, cpu, memory_mib, reservation_json, desired_json
@@ -280,15 +280,17 @@ class ControllerProtocol:
     async def has_secret(self, host: str, uid: str, attempt: int) -> bool:
         return bool(await self.client.exists(keys.host_secret(host, uid, attempt)))
 
-    async def cancel(self, host: str, uid: str) -> bool:
-        """Ask the host to tear the job's VM down; False when nothing is desired there."""
+    async def cancel(self, host: str, uid: str, *, stop: StopReason | None = None) -> bool:
+        """Ask the host to tear the job's VM down; False when nothing is desired there.
+
+        The first request's `stop` is kept with the desired VM and wins over later ones."""
         raw = await self.client.hget(keys.host_desired(host), uid)
         if raw is None:
             return False
         desired = DesiredVM.model_validate_json(raw)
         if desired.cancel:
             return True
-        cancelled = desired.model_copy(update={"cancel": True})
+        cancelled = desired.model_copy(update={"cancel": True, "stop": stop})
         done = await self._cancel(
             keys=[keys.host_desired(host), keys.host_inbox(host)],
             args=[uid, cancelled.model_dump_json()],

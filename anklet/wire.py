@@ -68,6 +68,16 @@ class Workload(_Wire):
     needs_secrets: bool = False
 
 
+class StopReason(_Wire):
+    """Why the controller asked for the VM to go (kept with the request, so the outcome can be
+    named correctly even if the condition that caused it has vanished by then)."""
+
+    reason: str
+    message: str
+    phase: str = "Cancelled"
+    retry: bool = False
+
+
 class DesiredVM(_Wire):
     """One VM the controller wants on a host: enough for the agent to act alone."""
 
@@ -84,6 +94,7 @@ class DesiredVM(_Wire):
     workload: Workload
     mounts: list[str] = Field(default_factory=list)
     cancel: bool = False
+    stop: StopReason | None = None
 
 
 class ObservedPhase(enum.StrEnum):

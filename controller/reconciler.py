@@ -27,7 +27,7 @@ from anklet.backoff import Backoff
 from anklet.models import AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM, Observation, ObservedPhase
+from anklet.wire import DesiredVM, Observation, ObservedPhase, StopReason
 from controller import phases, scheduling
 from controller.kube import KubeClient, KubeError
 from controller.resources import resolve_resources
@@ -147,6 +147,7 @@ class Reconciler:
                 await self.reconcile(dirty, capacity)
                 if resync:
                     await self.release_orphans()
+                    await self.sweep_plugins()
                 self._backoff.succeeded()
             except _IO_ERRORS as exc:
                 self._dirty |= dirty
@@ -188,6 +189,15 @@ class Reconciler:
                 continue
             backoff.succeeded()
             return result
+
+    async def sweep_plugins(self) -> None:
+        """Let each handler remove its leftovers (e.g. runner registrations nothing owns)."""
+        for name, plugin in plugins.handler_plugins().items():
+            jobs = [j for j in self.jobs.values() if j.spec.handler == name]
+            try:
+                await plugin.sweep(jobs)
+            except Exception as exc:
+                log.warning("handler %s sweep failed: %s: %s", name, type(exc).__name__, exc)
 
     async def release_orphans(self) -> None:
         """Free reservations whose AnkaJob no longer exists (e.g. its finalizer was removed by
@@ -247,6 +257,8 @@ class Reconciler:
             await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
             return False
         stop = await self._plugin_call(job, plugin.check(job))
+        if stop is not None and stop.retry and status.host is None:
+            stop = None  # nothing placed yet: nothing to retry
         cancelling = job.spec.cancel or job.metadata.deletion_timestamp is not None or stop is not None
         if status.host is None:
             if stop is not None:
@@ -263,6 +275,8 @@ class Reconciler:
             return True
         host, uid = status.host, job.metadata.uid
         obs = await self.proto.observation(host, uid)
+        if stop is None and obs is not None and obs.phase == ObservedPhase.CANCELLED:
+            stop = await self._recorded_stop(host, uid)
         if obs is not None:
             try:
                 obs = await self._interpret(job, plugin, obs, stop)
@@ -276,6 +290,12 @@ class Reconciler:
                 self.capacity_changed()
                 return self._wants_host(job)
         if cancelling:
+            recorded = None if stop is None else StopReason(**vars(stop))
+            if not await self.proto.cancel(host, uid, stop=recorded) and obs is None and stop and stop.retry:
+                job = await self._write(job, phases.requeue(status, reason=stop.reason, message=stop.message))
+                await self.proto.release(host, uid, status.attempts)
+                self.capacity_changed()
+                return self._wants_host(job)
             if not await self.proto.cancel(host, uid) and obs is None:
                 phase, reason, message = (
                     (stop.phase, stop.reason, stop.message)
@@ -297,6 +317,14 @@ class Reconciler:
             await self._ensure_secrets(job, plugin, host, desired)
         return False
 
+    async def _recorded_stop(self, host: str, uid: str) -> plugins.Stop | None:
+        """The handler's reason for a teardown, as recorded with the cancel request."""
+        desired = await self.proto.desired(host, uid)
+        if desired is None or desired.stop is None:
+            return None
+        s = desired.stop
+        return plugins.Stop(reason=s.reason, message=s.message, phase=Phase(s.phase), retry=s.retry)
+
     async def _mirror(self, job: AnkaJob, plugin: plugins.HandlerPlugin) -> AnkaJob:
         """Write the handler's own status fields when they differ from what status shows."""
         fields = plugin.status_fields(job)
@@ -313,8 +341,14 @@ class Reconciler:
         if not (obs.phase.is_terminal() and obs.vm_deleted) or obs.attempt != job.status.attempts:
             return obs
         if stop is not None and obs.phase == ObservedPhase.CANCELLED:
+            phase = ObservedPhase.FAILED if stop.retry else _OBSERVED[stop.phase]
             return obs.model_copy(
-                update={"phase": _OBSERVED[stop.phase], "reason": stop.reason, "message": stop.message}
+                update={
+                    "phase": phase,
+                    "retryable": stop.retry,
+                    "reason": stop.reason,
+                    "message": stop.message,
+                }
             )
         if obs.retryable or obs.phase == ObservedPhase.CANCELLED:
             return obs

@@ -70,6 +70,7 @@ class DevStack:
         self.github: Any = None
         self.webhook_url = ""
         self.webhook_secret = ""
+        self.github_token = ""
 
     def say(self, message: str) -> None:
         print(f"[anklet dev {time.strftime('%H:%M:%S')}] {message}", file=self.out, flush=True)
@@ -159,7 +160,7 @@ class DevStack:
         from anklet.dev.fake_github import FakeGitHub
 
         self.webhook_secret = secrets.token_hex(20)
-        token = f"ghp_dev_{secrets.token_hex(16)}"
+        token = self.github_token = f"ghp_dev_{secrets.token_hex(16)}"
         self.github = FakeGitHub(webhook_secret=self.webhook_secret, tokens=[token], hook_id=DEV_HOOK_ID)
         await self.github.__aenter__()
         return {
@@ -171,6 +172,10 @@ class DevStack:
             "ANKLET_GITHUB_WEBHOOK_SECRET": self.webhook_secret,
             "ANKLET_GITHUB_REDELIVERY_INTERVAL_SECONDS": "10",
             "ANKLET_GITHUB_HANDLER_RUNNER_RELEASE_URL": f"{self.github.url}/_sim/releases/latest",
+            # Faster fallbacks than production, so missed webhooks show within a demo's time.
+            "ANKLET_GITHUB_HANDLER_API_CHECK_SECONDS": "5",
+            "ANKLET_GITHUB_HANDLER_PICKUP_GRACE_SECONDS": "10",
+            "ANKLET_GITHUB_HANDLER_ORPHAN_RUNNER_GRACE_SECONDS": "10",
         }
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:

@@ -177,3 +177,55 @@ def test_failed_workflow_job_fails_the_ankajob(stack: DevStack, kubectl: Kubectl
     wait_for_object(kubectl, ankajob_name(job["id"], 1))
     done = kubectl.wait_phase(ankajob_name(job["id"], 1), "Failed", timeout=120)
     assert done["status"]["github"]["conclusion"] == conclusion
+
+
+def test_cancelled_on_github_while_the_vm_is_being_prepared(stack: DevStack, kubectl: Kubectl) -> None:
+    homes = [stack.dir / "hosts" / h / "anka" for h in stack.endpoints["hosts"]]
+    for home in homes:  # a slow boot keeps the VM in Provisioning long enough to cancel there
+        control.add_fault(home, command="start", effect="slow", factor=40, count=1)
+    try:
+        job = queue(stack, run_seconds=5)
+        name = ankajob_name(job["id"], 1)
+        wait_for_object(kubectl, name)
+        kubectl.wait_phase(name, "Provisioning", timeout=60)
+        cancel(stack, job["id"])
+        done = kubectl.wait_phase(name, "Cancelled", timeout=90)
+    finally:
+        for home in homes:
+            control.clear_faults(home)
+    assert done["status"]["reason"] == "GitHubJobCancelled"
+    assert all(done["status"]["vmName"] not in vms for vms in _anklet_vms(stack).values())
+    assert not runner_registered(stack)
+
+
+def test_a_runner_that_never_gets_its_job_is_replaced(stack: DevStack, kubectl: Kubectl) -> None:
+    fault(stack, kind="runner_never_takes_job", count=1)
+    job = queue(stack)
+    name = ankajob_name(job["id"], 1)
+    wait_for_object(kubectl, name)
+    done = kubectl.wait_phase(name, "Succeeded", timeout=150)
+    assert done["status"]["attempts"] == 2, "the idle first VM was released and the job retried"
+    assert gh_job(stack, job["id"])["conclusion"] == "success"
+    events = kubectl("get", "events", "--field-selector", f"involvedObject.name={name}")
+    assert "Scheduled" in events
+
+
+def test_orphan_runners_are_deleted(stack: DevStack) -> None:
+    response = httpx.post(
+        f"{stack.github.url}/repos/{DEV_OWNER}/{DEV_REPO}/actions/runners/generate-jitconfig",
+        headers={"Authorization": f"Bearer {stack.github_token}"},
+        json={"name": "anklet-vm-orphan-a1", "runner_group_id": 1, "labels": ["x"]},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    deadline = time.monotonic() + 90
+    while any(r["name"] == "anklet-vm-orphan-a1" for r in stack.github.runners()):
+        assert time.monotonic() < deadline, "the orphan runner was never deleted"
+        time.sleep(0.5)
+
+
+def _anklet_vms(stack: DevStack) -> dict[str, list[str]]:
+    return {
+        h: [vm["name"] for vm in control.read_state(stack.dir / "hosts" / h / "anka").get("vms", {}).values()]
+        for h in stack.endpoints["hosts"]
+    }

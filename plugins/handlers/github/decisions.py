@@ -47,36 +47,76 @@ def phase_for(conclusion: str | None) -> Phase:
     return Phase.FAILED
 
 
-def check(facts: GitHubFacts, *, vm_name: str | None) -> Stop | None:
-    """End the AnkaJob as soon as GitHub says its job is over (no need to wait for the runner).
+@dataclass(frozen=True)
+class RunnerFacts:
+    """Our runner as the runners API shows it (absent: it finished a job, or never registered)."""
 
-    Our runner ran it → the job's own conclusion; it was cancelled → Cancelled; it completed
-    without our VM (another runner, or before we started) → Cancelled, with the reason.
+    registered: bool
+    online: bool = False
+    busy: bool = False
+
+
+def check(
+    facts: GitHubFacts, *, vm_name: str | None, running: bool, runner: RunnerFacts | None = None
+) -> Stop | None:
+    """End the AnkaJob as soon as GitHub says its job is over, unless that would kill a job.
+
+    `running`: our VM's runner has started. GitHub may hand our runner *another* queued job with
+    the same labels (and ours to another runner), so when the job finished elsewhere while our
+    runner runs, we stop only once the runners API shows ours is not busy (`runner`; None = not
+    looked up yet, which means: keep waiting).
     """
     if not facts.completed:
         return None
     conclusion = facts.conclusion or "unknown"
     ours = vm_name is not None and facts.runner_name == vm_name
-    if conclusion == "cancelled":
-        return Stop(reason="GitHubJobCancelled", message="the GitHub job was cancelled")
     if ours:
+        if conclusion == "cancelled":
+            return Stop(reason="GitHubJobCancelled", message="the GitHub job was cancelled")
         return Stop(
             reason=f"GitHub{conclusion.title().replace('_', '')}",
             message=f"the GitHub job completed with conclusion {conclusion}",
             phase=phase_for(conclusion),
         )
-    runner = f" on runner {facts.runner_name}" if facts.runner_name else ""
+    if running and (runner is None or (runner.registered and runner.busy)):
+        return None
+    if conclusion == "cancelled":
+        return Stop(reason="GitHubJobCancelled", message="the GitHub job was cancelled")
+    where = f" on runner {facts.runner_name}" if facts.runner_name else ""
     return Stop(
         reason="GitHubJobCompletedElsewhere",
-        message=f"the GitHub job completed ({conclusion}){runner} without this VM",
+        message=f"the GitHub job completed ({conclusion}){where} without this VM",
         phase=Phase.CANCELLED,
+    )
+
+
+def never_picked_up(
+    facts: GitHubFacts, runner: RunnerFacts, *, idle_since: float | None, now: float, grace: float
+) -> tuple[float | None, Stop | None]:
+    """GitHub lost the job: it stays queued while our runner is online and idle.
+
+    Evidence, not one registration timeout: the clock starts only when both facts are seen
+    together and resets as soon as either changes. Returns (new idle_since, Stop to retry).
+    """
+    if facts.status not in ("queued", "waiting") or not (
+        runner.registered and runner.online and not runner.busy
+    ):
+        return None, None
+    since = now if idle_since is None else idle_since
+    if now - since < grace:
+        return since, None
+    return since, Stop(
+        reason="RunnerNeverPickedUp",
+        message=f"the GitHub job stayed {facts.status} {now - since:.0f} s while this VM's runner was idle",
+        phase=Phase.PENDING,
+        retry=True,
     )
 
 
 def judge(facts: GitHubFacts, *, vm_name: str, exit_code: int | None) -> Verdict:
     """The runner in our VM exited: what GitHub says decides the AnkaJob's phase."""
     if facts.completed:
-        stop = check(facts, vm_name=vm_name)
+        stop = check(facts, vm_name=vm_name, running=False)
         assert stop is not None
         return Verdict(phase=stop.phase, reason=stop.reason, message=stop.message)
     if facts.status in ("queued", "waiting", None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib import resources
 from typing import Any
 
@@ -20,8 +20,9 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from anklet.models import AnkaJob, AnkaJobSpec
+from anklet.models import AnkaJob, AnkaJobSpec, Phase
 from anklet.plugins import Handler, InvalidJob, NotYet, Stop, Verdict
+from anklet.vmname import PREFIX as VM_PREFIX
 from anklet.wire import Observation, Workload
 from plugins.handlers.github import constants, decisions
 from plugins.handlers.github.client import GitHubClient
@@ -48,6 +49,22 @@ class GitHubHandlerSettings(BaseSettings):
         default=DEFAULT_RELEASE_URL, description="release description with the runner downloads and checksums"
     )
     release_cache_seconds: float = Field(default=3600.0, ge=0)
+    api_check_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="at most this often per stuck job, ask the jobs/runners API (missed webhooks)",
+    )
+    pickup_grace_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="a job queued while our runner idles this long is retried in a new VM",
+    )
+    orphan_runner_grace_seconds: float = Field(
+        default=600.0, ge=0, description="runners named anklet-vm-* that no job owns are deleted after this"
+    )
+    cancel_unsatisfiable: bool = Field(
+        default=False, description="cancel the workflow run of a job no host can ever run (off by default)"
+    )
 
 
 class GitHubHandler(Handler):
@@ -59,6 +76,9 @@ class GitHubHandler(Handler):
         self._handler_settings: GitHubHandlerSettings | None = None
         self._release: tuple[float, dict[str, decisions.RunnerAsset]] | None = None
         self._lock = asyncio.Lock()
+        self._last_api_check: dict[str, float] = {}
+        self._idle_since: dict[str, float] = {}
+        self._orphan_runners: dict[tuple[Scope, str], float] = {}
 
     # ----- wiring (lazy: settings are read in the controller process, not at import) ----------
     def _config(self) -> tuple[GitHubSettings, GitHubHandlerSettings]:
@@ -122,10 +142,54 @@ class GitHubHandler(Handler):
         return env
 
     async def check(self, job: AnkaJob) -> Stop | None:
-        if job.spec.github is None:
+        """Webhook facts first; the jobs and runners APIs (rate-limited per job) fill the gaps."""
+        github = job.spec.github
+        if github is None:
             return None
+        running = job.status.phase == Phase.RUNNING
+        vm_name = job.status.vm_name
         facts = decisions.GitHubFacts.from_annotations(job.metadata.annotations)
-        return decisions.check(facts, vm_name=job.status.vm_name)
+        stop = decisions.check(facts, vm_name=vm_name, running=running)
+        healthy = facts.status == "in_progress" and facts.runner_name == vm_name
+        if stop is not None or healthy or not self._api_check_due(job):
+            return stop
+        client = await self.client()
+        if not facts.completed:
+            remote = await client.get_job(github.owner, github.repo, github.job_id)
+            facts = decisions.GitHubFacts(remote.status, remote.conclusion, remote.runner_name)
+        if not running or vm_name is None:
+            return decisions.check(facts, vm_name=vm_name, running=False)
+        found = await client.find_runner(self.scope_for(job.spec), vm_name)
+        runner = decisions.RunnerFacts(
+            registered=found is not None,
+            online=found is not None and found.status == "online",
+            busy=found is not None and found.busy,
+        )
+        stop = decisions.check(facts, vm_name=vm_name, running=True, runner=runner)
+        if stop is not None:
+            return stop
+        since, stop = decisions.never_picked_up(
+            facts,
+            runner,
+            idle_since=self._idle_since.get(vm_name),
+            now=time.monotonic(),
+            grace=self._config()[1].pickup_grace_seconds,
+        )
+        if since is None:
+            self._idle_since.pop(vm_name, None)
+        else:
+            self._idle_since[vm_name] = since  # per attempt: a retry's VM starts afresh
+        return stop
+
+    def _api_check_due(self, job: AnkaJob) -> bool:
+        """Only for jobs whose webhooks look missing: at most once per interval, and only after
+        the job has been seen for one interval (webhooks normally arrive within seconds)."""
+        now = time.monotonic()
+        last = self._last_api_check.setdefault(job.metadata.uid, now)
+        if now - last < self._config()[1].api_check_seconds:
+            return False
+        self._last_api_check[job.metadata.uid] = now
+        return True
 
     async def judge(self, job: AnkaJob, obs: Observation) -> Verdict | None:
         github = job.spec.github
@@ -152,10 +216,50 @@ class GitHubHandler(Handler):
         return {"github": {k: v for k, v in github.items() if v is not None}}
 
     async def cleanup(self, job: AnkaJob) -> None:
-        """An ephemeral runner unregisters itself after its job; one that never ran must go."""
-        if job.spec.github is None or job.status.vm_name is None:
+        """An ephemeral runner unregisters itself after its job; one that never ran must go.
+        With `cancel_unsatisfiable`, a job no host can run gets its workflow run cancelled."""
+        github = job.spec.github
+        self._last_api_check.pop(job.metadata.uid, None)
+        self._idle_since = {k: v for k, v in self._idle_since.items() if job.metadata.uid not in k}
+        if github is None:
             return
-        await self._delete_runner(await self.client(), self.scope_for(job.spec), job.status.vm_name)
+        client = await self.client()
+        if job.status.vm_name is not None:
+            await self._delete_runner(client, self.scope_for(job.spec), job.status.vm_name)
+        unsatisfiable = job.status.reason in ("Unschedulable", "TemplateNotFound", "InvalidSpec")
+        if unsatisfiable and self._config()[1].cancel_unsatisfiable and job.status.phase == Phase.FAILED:
+            log.warning(
+                "cancelling workflow run %s of %s/%s: job %s cannot run on any host (%s)",
+                github.run_id,
+                github.owner,
+                github.repo,
+                github.job_id,
+                job.status.message,
+            )
+            await client.cancel_run(github.owner, github.repo, github.run_id)
+
+    async def sweep(self, jobs: Collection[AnkaJob]) -> None:
+        """Delete runners named like our VMs that no live AnkaJob attempt owns, after a grace."""
+        _, handler = self._config()
+        live = {j.status.vm_name for j in jobs if j.status.vm_name and not j.status.phase.is_terminal()}
+        scopes = {self.scope_for(j.spec) for j in jobs if j.spec.github is not None}
+        configured = self._config()[0].scope()
+        if configured is not None:
+            scopes.add(configured)
+        client = await self.client()
+        now = time.monotonic()
+        seen: dict[tuple[Scope, str], float] = {}
+        for scope in scopes:
+            for runner in await client.list_runners(scope):
+                if not runner.name.startswith(VM_PREFIX) or runner.name in live or runner.busy:
+                    continue
+                key = (scope, runner.name)
+                seen[key] = first = self._orphan_runners.get(key, now)
+                if now - first >= handler.orphan_runner_grace_seconds:
+                    log.warning("deleting orphan runner %s (%s): no AnkaJob owns it", runner.name, scope)
+                    await client.delete_runner(scope, runner.id)
+                    seen.pop(key)
+        self._orphan_runners = seen
 
     # ----- helpers ------------------------------------------------------------------------------
     async def _delete_runner(self, client: GitHubClient, scope: Scope, name: str) -> None:
