@@ -26,6 +26,11 @@ EVENTS_MAXLEN = 100_000
 EVENTS_GROUP = "controllers"
 
 
+def template_sizes() -> str:
+    """Hash "template:tag" → JSON {cpu, memory_mib}: VM sizes hosts learnt from the registry."""
+    return f"{PREFIX}:template-sizes"
+
+
 def host_tag(host: str) -> str:
     return f"{{h:{host}}}"
 

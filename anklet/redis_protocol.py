@@ -108,6 +108,10 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
+def size_key(template: str, tag: str | None) -> str:
+    return f"{template}:{tag or ''}"
+
+
 @dataclass(frozen=True)
 class HostSnapshot:
     """One host as the scheduler sees it: registration, liveness and allocations."""
@@ -163,6 +167,13 @@ class HostProtocol:
         raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_observed(self.host)))
         return {uid: Observation.model_validate_json(v) for uid, v in raw.items()}
 
+    async def record_template_size(
+        self, names: list[str], tag: str | None, cpu: int, memory_mib: int
+    ) -> None:
+        """Teach the scheduler a template tag's VM size (under each name the template goes by)."""
+        value = json.dumps({"cpu": cpu, "memory_mib": memory_mib})
+        await self.client.hset(keys.template_sizes(), mapping={size_key(n, tag): value for n in names})
+
     async def secret(self, uid: str, attempt: int) -> dict[str, str] | None:
         raw = await self.client.get(keys.host_secret(self.host, uid, attempt))
         if raw is None:
@@ -203,6 +214,15 @@ class ControllerProtocol:
         self._reserve = client.register_script(_RESERVE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._cancel = client.register_script(_CANCEL_LUA)
+
+    async def template_sizes(self) -> dict[str, tuple[int, int]]:
+        """Learnt VM sizes by `size_key` (cpu, memory MiB)."""
+        raw = cast(Mapping[str, str], await self.client.hgetall(keys.template_sizes()))
+        sizes = {}
+        for key, value in raw.items():
+            data = json.loads(value)
+            sizes[key] = (int(data["cpu"]), int(data["memory_mib"]))
+        return sizes
 
     async def host_names(self) -> list[str]:
         names = cast(set[str], await self.client.smembers(keys.hosts_index()))

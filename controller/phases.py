@@ -164,7 +164,14 @@ def apply_observation(
             release=True,
         )
     reason = obs.reason or "Failed"
-    if obs.retryable and status.attempts <= backoff_limit:
+    if obs.retryable and reason == SIZED:
+        # Not a failure: the host learnt the template's size; place it again with that size.
+        patch = requeue(status, reason=reason, message=obs.message or reason)
+        conditions = _condition(status, SIZED, ConditionStatus.TRUE, SIZED, obs.message or "", now)
+        if conditions is not None:
+            patch["conditions"] = conditions
+        return ObservationOutcome(patch=patch, release=True)
+    if obs.retryable and status.attempts <= backoff_limit + _sizing_attempts(status):
         return ObservationOutcome(
             patch=requeue(status, reason=reason, message=obs.message or reason), release=True
         )
@@ -183,6 +190,14 @@ def apply_observation(
         ),
         release=True,
     )
+
+
+SIZED = "TemplateSized"
+
+
+def _sizing_attempts(status: AnkaJobStatus) -> int:
+    """Attempts spent learning a template's size do not count against backoffLimit."""
+    return int(any(c.type == SIZED for c in status.conditions))
 
 
 def requeue(status: AnkaJobStatus, *, reason: str, message: str) -> Patch:

@@ -404,10 +404,11 @@ class Reconciler:
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
         snapshot = await self.proto.snapshot()
+        sizes = await self.proto.template_sizes()
         requests = []
         by_uid = {}
         for job in jobs:
-            cpu, memory = resolve_resources(job.spec, snapshot)
+            cpu, memory = resolve_resources(job.spec, snapshot, sizes)
             requests.append(
                 scheduling.JobRequest(
                     uid=job.metadata.uid,

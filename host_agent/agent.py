@@ -238,6 +238,7 @@ class Agent:
                 on_done=self._poke,
                 stopping=lambda: self.stopping,
                 secrets=self.wait_for_secret,
+                learn_size=self.proto.record_template_size,
             )
             resume = action == Action.RESUME
             log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)

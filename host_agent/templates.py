@@ -13,11 +13,13 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from anklet.vmname import PREFIX as VM_PREFIX
 from anklet.wire import TemplateInfo
 from host_agent.anka import AnkaDriver, AnkaError, AnkaNotFound, VMInfo
+from host_agent.anka_model import as_int
 
 log = logging.getLogger("anklet.agent")
 
@@ -33,6 +35,13 @@ class TemplateUnavailable(Exception):
 
 def matches(vm: VMInfo, template: str, tag: str | None) -> bool:
     return template in (vm.uuid, vm.name) and (tag is None or vm.version == tag)
+
+
+@dataclass(frozen=True)
+class TemplateSize:
+    names: list[str]
+    cpu: int
+    memory_mib: int
 
 
 class _HostLock:
@@ -88,6 +97,26 @@ class TemplateStore:
                 )
             )
         return found
+
+    async def size(
+        self, template: str, tag: str | None, *, known: Sequence[VMInfo] = ()
+    ) -> TemplateSize | None:
+        """The VM size a template tag defines: from the local copy, else the registry."""
+        local = next((vm for vm in known if matches(vm, template, tag)), None)
+        try:
+            if local is not None:
+                info = await self.anka.show(local.uuid)
+                cpu, ram, names = info.cpu_cores, info.ram_size, [local.uuid, local.name]
+            else:
+                body = await self.anka.registry_show(template, tag=tag)
+                cpu, ram = as_int(body.get("cpu_cores")), as_int(body.get("ram_size"))
+                names = [str(n) for n in (body.get("uuid") or body.get("id"), body.get("name")) if n]
+        except AnkaError as exc:
+            log.warning("cannot size %s:%s: %s", template, tag or "latest", exc)
+            return None
+        if not cpu or not ram:
+            return None
+        return TemplateSize(names=sorted({template, *names}), cpu=cpu, memory_mib=ram // (1024 * 1024))
 
     async def _present(self, template: str, tag: str | None) -> bool:
         for vm in await self.anka.list_vms():

@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from anklet.wire import DesiredVM, Observation, ObservedPhase
 from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout, VMInfo
 from host_agent.reporter import Reporter
-from host_agent.templates import TemplateStore, TemplateUnavailable
+from host_agent.templates import TemplateSize, TemplateStore, TemplateUnavailable
 
 log = logging.getLogger("anklet.agent")
 
@@ -65,6 +67,7 @@ class Worker:
         on_done: Callable[[], Awaitable[None]],
         stopping: Callable[[], bool] = lambda: False,
         secrets: Callable[[str, int], Awaitable[dict[str, str] | None]] | None = None,
+        learn_size: Callable[[list[str], str | None, int, int], Awaitable[None]] | None = None,
     ) -> None:
         self.d = desired
         self.anka = anka
@@ -74,6 +77,7 @@ class Worker:
         self.on_done = on_done
         self.stopping = stopping
         self.secrets = secrets
+        self.learn_size = learn_size
         self.started_at: float | None = None
 
     def _report(self, phase: ObservedPhase, stage: str, **extra: Any) -> None:
@@ -124,6 +128,16 @@ class Worker:
             self._report(result.phase, "Finished", vm_deleted=True, **fields)
         await self.on_done()
 
+    async def _teach(self, size: TemplateSize) -> bool:
+        """Record a template's size for the scheduler; False (go on unsized) if Redis is away."""
+        assert self.learn_size is not None
+        try:
+            await self.learn_size(size.names, self.d.tag, size.cpu, size.memory_mib)
+        except (RedisError, OSError) as exc:
+            log.warning("could not record the size of %s: %s", self.d.template, exc)
+            return False
+        return True
+
     async def _attempt(self, *, resume: bool, prior: Observation | None, known: Sequence[VMInfo]) -> Result:
         d = self.d
         if resume and prior is not None and prior.phase == ObservedPhase.RUNNING:
@@ -133,6 +147,16 @@ class Worker:
                 "the host agent restarted while the workload ran; its output is lost",
                 retryable=True,
             )
+        if not resume and d.cpu == 0 and d.memory_mib == 0 and self.learn_size is not None:
+            size = await self.templates.size(d.template, d.tag, known=known)
+            if size is not None and await self._teach(size):
+                return Result(
+                    ObservedPhase.FAILED,
+                    "TemplateSized",
+                    f"{d.template}:{d.tag or 'latest'} needs {size.cpu} CPU / {size.memory_mib} MiB; "
+                    "placing the job again with that size",
+                    retryable=True,
+                )
         try:
             if not resume:
                 self._report(ObservedPhase.PROVISIONING, "Pulling")

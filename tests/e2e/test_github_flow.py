@@ -229,3 +229,16 @@ def _anklet_vms(stack: DevStack) -> dict[str, list[str]]:
         h: [vm["name"] for vm in control.read_state(stack.dir / "hosts" / h / "anka").get("vms", {}).values()]
         for h in stack.endpoints["hosts"]
     }
+
+
+def test_a_job_too_large_for_every_mac_fails_once_its_size_is_known(
+    stack: DevStack, kubectl: Kubectl
+) -> None:
+    labels = ["self-hosted", "anka-template:84266873-da90-4e0d-903b-ed0233471f9f", "anka-template-tag:20c20r"]
+    job = queue(stack, labels=labels)
+    name = ankajob_name(job["id"], 1)
+    wait_for_object(kubectl, name)
+    done = kubectl.wait_phase(name, "Failed", timeout=90)
+    assert done["status"]["reason"] == "Unschedulable"
+    assert "20 CPU / 20480 MiB" in done["status"]["message"]
+    assert gh_job(stack, job["id"])["status"] == "queued", "the run is not cancelled unless configured"

@@ -109,3 +109,20 @@ def test_finished_is_written_once() -> None:
     assert patch is not None and patch["completionTime"] == "2026-11-25T12:00:00Z"
     terminal = AnkaJobStatus(phase=Phase.CANCELLED)
     assert phases.finished(terminal, Phase.FAILED, reason="r", message="m", now=NOW) is None
+
+
+def test_learning_a_template_size_requeues_without_spending_the_backoff() -> None:
+    sized = obs(
+        ObservedPhase.FAILED, retryable=True, reason="TemplateSized", message="needs 6 CPU / 14336 MiB"
+    )
+    outcome = phases.apply_observation(scheduled_status(attempts=1), sized, backoff_limit=0, now=NOW)
+    assert outcome.release and outcome.patch is not None and outcome.patch["phase"] == "Pending"
+    after = AnkaJobStatus.model_validate(
+        {**scheduled_status(attempts=1).model_dump(by_alias=True), **outcome.patch}
+    )
+    again = scheduled_status(attempts=2).model_copy(update={"conditions": after.conditions})
+    failure = obs(ObservedPhase.FAILED, attempt=2, retryable=True, reason="ProvisioningFailed")
+    retried = phases.apply_observation(again, failure, backoff_limit=1, now=NOW)
+    assert retried.patch is not None and retried.patch["phase"] == "Pending", (
+        "one real retry is still allowed"
+    )
