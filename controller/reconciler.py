@@ -283,11 +283,14 @@ class Reconciler:
             except plugins.NotYet:
                 return False
             outcome = phases.apply_observation(status, obs, backoff_limit=job.spec.backoff_limit, now=now)
+            before = job
             if outcome.patch is not None:
                 job = await self._write(job, outcome.patch)
             if outcome.release:
                 await self.proto.release(host, uid, obs.attempt)
                 self.capacity_changed()
+                if not job.status.phase.is_terminal():  # a retry: clean up after the ended attempt
+                    self._background.add(asyncio.get_running_loop().create_task(self._cleanup(before)))
                 return self._wants_host(job)
         if cancelling:
             recorded = None if stop is None else StopReason(**vars(stop))
@@ -314,7 +317,7 @@ class Reconciler:
             )
             return self._wants_host(job)
         if desired is not None and (obs is None or not obs.phase.is_terminal()):
-            await self._ensure_secrets(job, plugin, host, desired)
+            await self._ensure_secrets(job, plugin, host, desired, sizing_done=obs is not None)
         return False
 
     async def _recorded_stop(self, host: str, uid: str) -> plugins.Stop | None:
@@ -362,10 +365,15 @@ class Reconciler:
         return obs.model_copy(update={**update, "reason": verdict.reason, "message": verdict.message})
 
     async def _ensure_secrets(
-        self, job: AnkaJob, plugin: plugins.HandlerPlugin, host: str, desired: DesiredVM
+        self, job: AnkaJob, plugin: plugins.HandlerPlugin, host: str, desired: DesiredVM, *, sizing_done: bool
     ) -> None:
-        """Level-triggered: whenever a live attempt needs secrets and its host has none, make them."""
+        """Level-triggered: whenever a live attempt needs secrets and its host has none, make them.
+
+        Not for an unsized attempt the host has not reported on yet: it will most likely hand
+        the job back once it knows the size, and the secret (a runner registration) be wasted."""
         if not desired.workload.needs_secrets or desired.cancel:
+            return
+        if desired.cpu == 0 and desired.memory_mib == 0 and not sizing_done:
             return
         if await self.proto.has_secret(host, desired.uid, desired.attempt):
             return
@@ -490,7 +498,9 @@ class Reconciler:
                 job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}"
             )
         # The host is already pulling and cloning; the secrets race it and usually win.
-        await self._ensure_secrets(job, plugins.handler(job.spec.handler), decision.host, desired)
+        await self._ensure_secrets(
+            job, plugins.handler(job.spec.handler), decision.host, desired, sizing_done=False
+        )
 
     # ----- writes -------------------------------------------------------------------------
     async def _finish(
