@@ -27,6 +27,9 @@ class ControllerSettings(RedisSettings):
     kubeconfig: str | None = Field(default=None, description="kubeconfig path; in-cluster when unset")
     namespaces: list[str] = Field(default_factory=list, description="namespaces to watch; all when empty")
     resync_seconds: float = Field(default=30.0, gt=0)
+    host_lost_seconds: float = Field(
+        default=30.0, gt=0, description="a host whose heartbeat lease stays gone this long is lost"
+    )
     log_level: str = "INFO"
 
 

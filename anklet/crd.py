@@ -62,44 +62,46 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-def build_crd() -> dict[str, Any]:
-    """The whole CRD object for AnkaJob."""
-    status_schema = model_schema(models.AnkaJobStatus)
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    scope: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    columns: list[dict[str, Any]],
+    spec_required: bool,
+) -> dict[str, Any]:
+    status_schema = model_schema(status)
     # The status is written by the controller and by kopf's own bookkeeping (status.kopf).
     status_schema["x-kubernetes-preserve-unknown-fields"] = True
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
-        "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": model_schema(models.AnkaJobSpec),
+            "spec": model_schema(spec),
             "status": status_schema,
         },
     }
-    columns = [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Host", "type": "string", "jsonPath": ".status.host"},
-        {"name": "Template", "type": "string", "jsonPath": ".spec.template"},
-        {"name": "Tag", "type": "string", "jsonPath": ".spec.tag"},
-        {"name": "Exit", "type": "integer", "jsonPath": ".status.exitCode", "priority": 1},
-        {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    if spec_required:
+        schema["required"] = ["spec"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{models.PLURAL}.{models.GROUP}"},
+        "metadata": {"name": f"{plural}.{models.GROUP}"},
         "spec": {
             "group": models.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": list(models.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": ["anklet"],
             },
             "versions": [
@@ -116,28 +118,86 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    header = "# Generated from anklet/models.py by `make crds`; do not edit by hand.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+def build_crd() -> dict[str, Any]:
+    """The whole CRD object for AnkaJob."""
+    columns: list[dict[str, Any]] = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Host", "type": "string", "jsonPath": ".status.host"},
+        {"name": "Template", "type": "string", "jsonPath": ".spec.template"},
+        {"name": "Tag", "type": "string", "jsonPath": ".spec.tag"},
+        {"name": "Exit", "type": "integer", "jsonPath": ".status.exitCode", "priority": 1},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd(
+        kind=models.KIND,
+        plural=models.PLURAL,
+        singular=models.SINGULAR,
+        short_names=models.SHORT_NAMES,
+        scope="Namespaced",
+        spec=models.AnkaJobSpec,
+        status=models.AnkaJobStatus,
+        columns=columns,
+        spec_required=True,
+    )
 
 
-CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / "ankajob.yaml"
+def build_host_crd() -> dict[str, Any]:
+    """The whole CRD object for AnkaHost (cluster-scoped: a Mac belongs to no namespace)."""
+    columns: list[dict[str, Any]] = [
+        {"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"},
+        {"name": "VMs", "type": "string", "jsonPath": ".status.vms"},
+        {"name": "CPU", "type": "string", "jsonPath": ".status.cpu"},
+        {"name": "Memory", "type": "string", "jsonPath": ".status.memory"},
+        {"name": "Cordoned", "type": "boolean", "jsonPath": ".spec.unschedulable", "priority": 1},
+        {"name": "Anka", "type": "string", "jsonPath": ".status.ankaVersion", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd(
+        kind=models.HOST_KIND,
+        plural=models.HOST_PLURAL,
+        singular=models.HOST_SINGULAR,
+        short_names=models.HOST_SHORT_NAMES,
+        scope="Cluster",
+        spec=models.AnkaHostSpec,
+        status=models.AnkaHostStatus,
+        columns=columns,
+        spec_required=False,
+    )
+
+
+HEADER = "# Generated from anklet/models.py by `make crds`; do not edit by hand.\n"
+CRD_DIR = Path(__file__).resolve().parent.parent / "crds"
+CRD_PATH = CRD_DIR / "ankajob.yaml"
+HOST_CRD_PATH = CRD_DIR / "ankahost.yaml"
+
+
+def all_crds() -> list[dict[str, Any]]:
+    return [build_crd(), build_host_crd()]
+
+
+def render(crd: dict[str, Any] | None = None) -> str:
+    return HEADER + yaml.safe_dump(crd if crd is not None else build_crd(), sort_keys=False, width=100)
+
+
+def files() -> dict[Path, str]:
+    return {CRD_PATH: render(build_crd()), HOST_CRD_PATH: render(build_host_crd())}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write or check crds/ankajob.yaml.")
-    parser.add_argument("--check", action="store_true", help="fail when the file is out of date")
-    parser.add_argument("--path", type=Path, default=CRD_PATH)
+    parser = argparse.ArgumentParser(description="Write or check crds/*.yaml.")
+    parser.add_argument("--check", action="store_true", help="fail when a file is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not args.path.exists() or args.path.read_text() != text:
-            print(f"{args.path} is out of date; run `make crds`", file=sys.stderr)
-            return 1
-        return 0
-    args.path.parent.mkdir(parents=True, exist_ok=True)
-    args.path.write_text(text)
-    return 0
+    stale = 0
+    for path, text in files().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} is out of date; run `make crds`", file=sys.stderr)
+                stale += 1
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -149,6 +149,9 @@ class AnkaJobSpec(_Model):
         ge=0,
         description="Delete the AnkaJob this long after it finished.",
     )
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Higher runs first; FIFO within one priority."
+    )
     backoff_limit: int = Field(
         default=2,
         alias="backoffLimit",
@@ -220,3 +223,55 @@ class AnkaJob(BaseModel):
     metadata: ObjectMeta
     spec: AnkaJobSpec
     status: AnkaJobStatus = Field(default_factory=AnkaJobStatus)
+
+
+HOST_KIND = "AnkaHost"
+HOST_PLURAL = "ankahosts"
+HOST_SINGULAR = "ankahost"
+HOST_SHORT_NAMES = ["ah"]
+
+
+class AnkaHostSpec(_Model):
+    """What operators want of a Mac; the agent registers the Mac, the controller creates this."""
+
+    unschedulable: bool = Field(default=False, description="Cordon: no new jobs; running ones finish.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra scheduling labels.")
+    pre_pull: list[str] = Field(
+        default_factory=list, alias="prePull", description="template[:tag] to pull ahead of demand."
+    )
+
+
+class HostCapacity(_Model):
+    vm_slots: int = Field(default=0, alias="vmSlots")
+    cpu: int = 0
+    memory_mib: int = Field(default=0, alias="memoryMiB")
+    disk_bytes: int | None = Field(default=None, alias="diskBytes")
+
+
+class HostTemplate(_Model):
+    uuid: str
+    name: str
+    tag: str | None = None
+    image_size: int | None = Field(default=None, alias="imageSize")
+
+
+class AnkaHostStatus(_Model):
+    """Live figures of a Mac, mirrored by the controller from the agent's heartbeats."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    ready: bool = Field(default=False, description="The agent's heartbeat lease is live.")
+    capacity: HostCapacity = Field(default_factory=HostCapacity)
+    allocated: HostCapacity = Field(default_factory=HostCapacity)
+    vms: str = Field(default="0/0", description="VM slots used/max (printer column).")
+    cpu: str = Field(default="0/0", description="Cores allocated/total (printer column).")
+    memory: str = Field(default="0/0", description="Memory allocated/total in GiB (printer column).")
+    jobs: list[str] = Field(default_factory=list, description="namespace/name of jobs placed here.")
+    templates: list[HostTemplate] = Field(default_factory=list)
+    arch: str | None = None
+    anka_version: str | None = Field(default=None, alias="ankaVersion")
+    license_type: str | None = Field(default=None, alias="licenseType")
+    agent_version: str | None = Field(default=None, alias="agentVersion")
+    draining: bool = Field(default=False, description="The host itself asked for no new work.")
+    last_heartbeat: datetime | None = Field(default=None, alias="lastHeartbeat")
+    conditions: list[Condition] = Field(default_factory=list)

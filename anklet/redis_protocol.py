@@ -108,6 +108,13 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
+def _float(raw: str | None) -> float | None:
+    try:
+        return None if raw is None else float(raw)
+    except ValueError:
+        return None
+
+
 def size_key(template: str, tag: str | None) -> str:
     return f"{template}:{tag or ''}"
 
@@ -119,6 +126,7 @@ class HostSnapshot:
     info: HostInfo
     ready: bool
     reservations: tuple[Reservation, ...]
+    heartbeat: float | None = None  # epoch seconds of the last heartbeat, while the lease lives
 
 
 class HostProtocol:
@@ -236,7 +244,7 @@ class ControllerProtocol:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hget(keys.host_info(name), "json")
-            pipe.exists(keys.host_lease(name))
+            pipe.get(keys.host_lease(name))
             pipe.hvals(keys.host_alloc(name))
         raw: list[Any] = await pipe.execute()
         result = []
@@ -247,8 +255,9 @@ class ControllerProtocol:
             result.append(
                 HostSnapshot(
                     info=HostInfo.model_validate_json(info_json),
-                    ready=bool(lease),
+                    ready=lease is not None,
                     reservations=tuple(Reservation.model_validate_json(a) for a in allocs),
+                    heartbeat=_float(lease),
                 )
             )
         return result

@@ -106,6 +106,52 @@ class KubeClient:
         body: dict[str, Any] = response.json()
         return body
 
+    @staticmethod
+    def _host_path(name: str = "") -> str:
+        base = f"/apis/{models.GROUP}/{models.VERSION}/{models.HOST_PLURAL}"
+        return f"{base}/{name}" if name else base
+
+    async def create_host(self, name: str) -> dict[str, Any] | None:
+        """Create the AnkaHost for a newly registered Mac; None when it already exists."""
+        body = {
+            "apiVersion": models.API_VERSION,
+            "kind": models.HOST_KIND,
+            "metadata": {"name": name, "labels": {"anklet.dev/host": name}},
+            "spec": {},
+        }
+        response = await self._http.post(self._host_path(), json=body)
+        if response.status_code == 409:
+            return None
+        if response.status_code >= 400:
+            raise KubeError(response.status_code, response.text[:500])
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def patch_host_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        response = await self._http.patch(
+            self._host_path(name) + "/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise KubeError(response.status_code, response.text[:500])
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def host_event(
+        self, name: str, uid: str, *, reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        await self._post_event(
+            namespace="default",
+            involved={"apiVersion": models.API_VERSION, "kind": models.HOST_KIND, "name": name, "uid": uid},
+            name=name,
+            reason=reason,
+            message=message,
+            type_=type_,
+        )
+
     async def delete(self, namespace: str, name: str) -> None:
         response = await self._http.request(
             "DELETE", self._path(namespace, name), json={"propagationPolicy": "Background"}
@@ -115,18 +161,31 @@ class KubeClient:
 
     async def event(self, job: models.AnkaJob, *, reason: str, message: str, type_: str = "Normal") -> None:
         """Post a core/v1 Event about the job (best effort: an Event is never worth a retry loop)."""
+        involved = {
+            "apiVersion": models.API_VERSION,
+            "kind": models.KIND,
+            "name": job.metadata.name,
+            "namespace": job.metadata.namespace,
+            "uid": job.metadata.uid,
+        }
+        await self._post_event(
+            namespace=job.metadata.namespace,
+            involved=involved,
+            name=job.metadata.name,
+            reason=reason,
+            message=message,
+            type_=type_,
+        )
+
+    async def _post_event(
+        self, *, namespace: str, involved: dict[str, str], name: str, reason: str, message: str, type_: str
+    ) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{job.metadata.name}.", "namespace": job.metadata.namespace},
-            "involvedObject": {
-                "apiVersion": models.API_VERSION,
-                "kind": models.KIND,
-                "name": job.metadata.name,
-                "namespace": job.metadata.namespace,
-                "uid": job.metadata.uid,
-            },
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": involved,
             "reason": reason,
             "message": message[:1024],
             "type": type_,
@@ -136,6 +195,6 @@ class KubeClient:
             "count": 1,
         }
         try:
-            await self._http.post(f"/api/v1/namespaces/{job.metadata.namespace}/events", json=body)
+            await self._http.post(f"/api/v1/namespaces/{namespace}/events", json=body)
         except httpx.HTTPError:
             return

@@ -50,7 +50,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     redis = connect(config.redis_url.get_secret_value())
     kube = KubeClient.from_environment(config.kubeconfig)
-    reconciler = Reconciler(ControllerProtocol(redis), kube, resync_seconds=config.resync_seconds)
+    reconciler = Reconciler(
+        ControllerProtocol(redis),
+        kube,
+        resync_seconds=config.resync_seconds,
+        host_lost_seconds=config.host_lost_seconds,
+    )
     memo.redis, memo.kube, memo.reconciler = redis, kube, reconciler
     memo.tasks = [
         asyncio.create_task(reconciler.run(), name="reconciler"),
@@ -74,6 +79,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Every watch event updates the reconciler's view (level-triggered; events only speed it up)."""
     memo.reconciler.observe(event["object"], deleted=event["type"] == "DELETED")
+
+
+@kopf.on.event(models.GROUP, models.VERSION, models.HOST_PLURAL)
+def watch_hosts(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """AnkaHost specs (cordon, labels, prePull) feed the scheduler's view of the fleet."""
+    memo.reconciler.observe_host(event["object"], deleted=event["type"] == "DELETED")
 
 
 @kopf.on.delete(*RESOURCE)

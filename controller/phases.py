@@ -192,6 +192,17 @@ def apply_observation(
     )
 
 
+def host_lost(status: AnkaJobStatus, *, backoff_limit: int, now: datetime) -> Patch | None:
+    """The job's host stopped heartbeating: a job not yet running moves elsewhere (an attempt,
+    within backoffLimit); a running one has lost its workload and fails with HostLost."""
+    if status.phase.is_terminal() or status.host is None:
+        return None
+    message = f"host {status.host} stopped heartbeating"
+    if status.phase == Phase.RUNNING or status.attempts > backoff_limit:
+        return finished(status, Phase.FAILED, reason="HostLost", message=message, now=now)
+    return requeue(status, reason="HostLost", message=message)
+
+
 SIZED = "TemplateSized"
 
 

@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 
 from anklet import plugins
 from anklet.backoff import Backoff
-from anklet.models import AnkaJob, Phase
+from anklet.models import AnkaHostSpec, AnkaHostStatus, AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
 from anklet.wire import DesiredVM, Observation, ObservedPhase, StopReason
-from controller import phases, scheduling
+from controller import hosts, phases, scheduling
 from controller.kube import KubeClient, KubeError
 from controller.resources import resolve_resources
 
@@ -61,6 +61,7 @@ class Reconciler:
         kube: KubeClient,
         *,
         resync_seconds: float = 30.0,
+        host_lost_seconds: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.proto = proto
@@ -79,6 +80,11 @@ class Reconciler:
         self._resync_due = False
         self._orphans: dict[str, float] = {}
         self._gc_planned: set[str] = set()
+        self.host_specs: dict[str, AnkaHostSpec] = {}
+        self.host_statuses: dict[str, AnkaHostStatus] = {}
+        self.loss = hosts.LossTracker(grace=host_lost_seconds)
+        self._hosts_dirty = True
+        self._host_mirror_failed = False
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -103,6 +109,24 @@ class Reconciler:
         self.jobs[uid] = job
         self._versions[uid] = rv
         self.mark(uid)
+
+    def observe_host(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Take one AnkaHost watch event: the operator's spec (cordon, labels, prePull)."""
+        name = body.get("metadata", {}).get("name", "")
+        if not name:
+            return
+        if deleted:
+            self.host_specs.pop(name, None)
+            self.host_statuses.pop(name, None)
+        else:
+            try:
+                self.host_specs[name] = AnkaHostSpec.model_validate(body.get("spec") or {})
+                self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
+            except ValidationError as exc:
+                log.error("ignoring malformed AnkaHost %s: %s", name, exc)
+                return
+        self._hosts_dirty = True
+        self.capacity_changed()
 
     def mark(self, uid: str) -> None:
         self._dirty.add(uid)
@@ -144,6 +168,9 @@ class Reconciler:
             capacity, self._capacity_changed = self._capacity_changed, False
             resync, self._resync_due = self._resync_due, False
             try:
+                if self._hosts_dirty or resync:
+                    self._hosts_dirty = False
+                    await self.mirror_hosts()
                 await self.reconcile(dirty, capacity)
                 if resync:
                     await self.release_orphans()
@@ -177,6 +204,7 @@ class Reconciler:
                 if event.get("kind") == "observed" and uid:
                     self.mark(uid)
                 else:
+                    self._hosts_dirty = True
                     self.capacity_changed()
 
     async def _retrying(self, fn: Callable[[], Any]) -> Any:
@@ -189,6 +217,48 @@ class Reconciler:
                 continue
             backoff.succeeded()
             return result
+
+    async def mirror_hosts(self) -> None:
+        """AnkaHosts follow the Macs' registrations; hosts whose lease stays gone are lost."""
+        snapshot = await self.proto.snapshot()
+        now = time.monotonic()
+        was_lost = self.loss.lost_hosts(now)
+        self.loss.update(snapshot, now)
+        names = {uid: f"{j.metadata.namespace}/{j.metadata.name}" for uid, j in self.jobs.items()}
+        for snap in snapshot:
+            try:
+                await self._mirror_host(snap, names)
+            except KubeError as exc:
+                # Without the AnkaHost CRD (or its RBAC) hosts still schedule; say so once.
+                if not self._host_mirror_failed:
+                    log.error("cannot mirror hosts into AnkaHost objects: %s", exc)
+                self._host_mirror_failed = True
+        for lost in self.loss.lost_hosts(now) - was_lost:
+            log.warning("host %s lost: no heartbeat for %.0f s; moving its jobs", lost, self.loss.grace)
+        lost_now = self.loss.lost_hosts(now)
+        for uid, job in self.jobs.items():
+            if job.status.host in lost_now and not job.status.phase.is_terminal():
+                self.mark(uid)
+
+    async def _mirror_host(self, snap: HostSnapshot, names: Mapping[str, str]) -> None:
+        name = snap.info.name
+        previous = self.host_statuses.get(name)
+        status = hosts.build_status(snap, jobs=hosts.job_names(snap, names), previous=previous)
+        if name not in self.host_specs and await self.kube.create_host(name) is not None:
+            log.info("AnkaHost %s created for a newly registered Mac", name)
+            self.host_specs[name] = AnkaHostSpec()
+        patch = hosts.status_patch(status, previous)
+        if patch is None:
+            return
+        body = await self.kube.patch_host_status(name, patch)
+        if body is not None:
+            self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
+        self._host_mirror_failed = False
+        if previous is not None and previous.ready != status.ready:
+            if status.ready:
+                log.info("host %s is Ready", name)
+            else:
+                log.warning("host %s is NotReady: its heartbeat lease expired", name)
 
     async def sweep_plugins(self) -> None:
         """Let each handler remove its leftovers (e.g. runner registrations nothing owns)."""
@@ -309,6 +379,16 @@ class Reconciler:
                 await self.proto.release(host, uid, status.attempts)
                 self.capacity_changed()
             return False
+        if self.loss.lost(host, time.monotonic()):
+            patch = phases.host_lost(status, backoff_limit=job.spec.backoff_limit, now=now)
+            if patch is not None:
+                job = await self._write(job, patch)
+                await self.kube.event(
+                    job, reason="HostLost", message=f"host {host} stopped heartbeating", type_="Warning"
+                )
+            await self.proto.release(host, uid, status.attempts)
+            self.capacity_changed()
+            return self._wants_host(job)
         desired = await self.proto.desired(host, uid)
         if obs is None and desired is None:
             job = await self._write(
@@ -411,7 +491,9 @@ class Reconciler:
         jobs.sort(
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
-        snapshot = await self.proto.snapshot()
+        raw = await self.proto.snapshot()
+        self.loss.update(raw, time.monotonic())
+        snapshot = [hosts.effective(s, self.host_specs.get(s.info.name)) for s in raw]
         sizes = await self.proto.template_sizes()
         requests = []
         by_uid = {}

@@ -90,7 +90,8 @@ class DevStack:
         await self.api.__aenter__()
         kubeconfig = self.dir / "kubeconfig"
         self.api.write_kubeconfig(kubeconfig)
-        self.api.install_crd(crd.build_crd())
+        for definition in crd.all_crds():
+            self.api.install_crd(definition)
         bin_dir = self.dir / "bin"
         bin_dir.mkdir(exist_ok=True)
         install_shim(bin_dir)

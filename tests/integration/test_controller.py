@@ -18,7 +18,7 @@ import kopf
 import pytest
 import redis.asyncio as aioredis
 
-from anklet import crd, models
+from anklet import crd, keys, models
 from anklet.dev.kube_emulator import KubeApiServer
 from anklet.dev.redis_server import RedisServer
 from anklet.redis_protocol import ControllerProtocol, HostProtocol, connect
@@ -136,6 +136,7 @@ async def controller(
     monkeypatch.setenv("ANKLET_KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("ANKLET_REDIS_URL", redis_url)
     monkeypatch.setenv("ANKLET_RESYNC_SECONDS", "2")
+    monkeypatch.setenv("ANKLET_HOST_LOST_SECONDS", "1")
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(standalone=True, clusterwide=True, stop_flag=stop, ready_flag=ready)
@@ -154,7 +155,8 @@ async def make_cluster(
     tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Cluster]:
     async with KubeApiServer() as api, httpx.AsyncClient(base_url=api.url, timeout=10) as http:
-        api.install_crd(crd.build_crd())
+        for definition in crd.all_crds():
+            api.install_crd(definition)
         kubeconfig = tmp_path / "kubeconfig"
         api.write_kubeconfig(kubeconfig)
         c = Cluster(http, redis_client, lambda: controller(kubeconfig, redis_url, monkeypatch))
@@ -366,3 +368,63 @@ async def test_reservations_without_an_ankajob_are_released(cluster: Cluster) ->
     await eventually(released, timeout=20)
     await cluster.create("after-ghost")
     await host.desired_for("after-ghost")
+
+
+HOSTS = f"/apis/{models.GROUP}/{models.VERSION}/{models.HOST_PLURAL}"
+
+
+async def _host(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    response = await cluster.http.get(f"{HOSTS}/{name}")
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_registered_macs_appear_as_ankahosts_with_live_figures(cluster: Cluster) -> None:
+    host = await ScriptedHost(cluster.redis).register()
+    await cluster.create("placed")
+    await host.desired_for("placed")
+
+    async def mirrored() -> dict[str, Any] | None:
+        obj = await _host(cluster, "mac-1")
+        return obj if obj and (obj.get("status") or {}).get("vms") == "1/2" else None
+
+    obj = await eventually(mirrored)
+    status = obj["status"]
+    assert status["ready"] is True and status["cpu"] == "2/8" and status["memory"] == "4/16 GiB"
+    assert status["jobs"] == ["default/placed"]
+    assert status["conditions"][0]["type"] == "Ready" and status["conditions"][0]["status"] == "True"
+
+
+async def test_a_cordoned_host_gets_no_new_jobs(cluster: Cluster) -> None:
+    await ScriptedHost(cluster.redis).register()
+    await eventually(lambda: _host(cluster, "mac-1"))
+    response = await cluster.http.patch(
+        f"{HOSTS}/mac-1", json={"spec": {"unschedulable": True}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    await asyncio.sleep(0.5)
+    await cluster.create("blocked")
+    waiting = await eventually(lambda: _with_reason(cluster, "blocked", "Unschedulable"))
+    assert "1 host unschedulable" in waiting["status"]["message"]
+
+
+async def test_a_lost_host_moves_waiting_jobs_and_fails_running_ones(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await ScriptedHost(cluster.redis, "mac-1", vm_slots=2).register()
+    await cluster.create("early")
+    await cluster.create("later")
+    running = await first.desired_for("early")
+    waiting = await first.desired_for("later")
+    await first.report(running, ObservedPhase.RUNNING)
+    await cluster.phase("early", "Running")
+    second = await ScriptedHost(cluster.redis, "mac-2").register()
+    await cluster.redis.delete(keys.host_lease("mac-1"))  # mac-1 stops heartbeating
+    failed = await cluster.phase("early", "Failed", timeout=30)
+    assert failed["status"]["reason"] == "HostLost"
+    moved = await second.desired_for("later")
+    assert moved.attempt == waiting.attempt + 1
+    assert await first.proto.desired() == {}, "the lost host's reservations are released"

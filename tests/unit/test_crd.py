@@ -6,8 +6,16 @@ import pytest
 from anklet import crd
 
 
-def test_crd_file_matches_the_models() -> None:
-    assert crd.CRD_PATH.read_text() == crd.render(), "crds/ankajob.yaml drifted: run `make crds`"
+def test_crd_files_match_the_models() -> None:
+    for path, text in crd.files().items():
+        assert path.read_text() == text, f"{path.name} drifted: run `make crds`"
+
+
+def test_ankahost_is_cluster_scoped_with_its_columns() -> None:
+    spec = crd.build_host_crd()["spec"]
+    assert spec["scope"] == "Cluster" and spec["names"]["shortNames"] == ["ah"]
+    columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"] if "priority" not in c]
+    assert columns == ["Ready", "VMs", "CPU", "Memory", "Age"]
 
 
 def _schema() -> dict[str, object]:
