@@ -192,6 +192,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
 
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from anklet import hosts_cli
+
+    try:
+        with hosts_cli.client(args.kubeconfig) as http:
+            if args.action == "list":
+                return hosts_cli.list_hosts(http)
+            if args.name is None:
+                log.error("anklet hosts %s needs a host name", args.action)
+                return EXIT_CONFIG
+            if args.action in ("cordon", "uncordon"):
+                return hosts_cli.set_cordon(http, args.name, args.action == "cordon")
+            return hosts_cli.drain(http, args.name, timeout=args.timeout)
+    except hosts_cli.HostsError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anklet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"anklet {__version__}")
@@ -214,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
     ctl.add_argument("--liveness", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     ctl.set_defaults(func=cmd_controller)
+
+    hosts = sub.add_parser("hosts", help="list Macs, or cordon / uncordon / drain one")
+    hosts.add_argument("action", nargs="?", default="list", choices=["list", "cordon", "uncordon", "drain"])
+    hosts.add_argument("name", nargs="?", help="the host (AnkaHost name)")
+    hosts.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then $KUBECONFIG)")
+    hosts.add_argument("--timeout", type=float, default=3600.0, help="drain gives up after this many seconds")
+    hosts.set_defaults(func=cmd_hosts)
 
     agent = sub.add_parser("agent", help="run the host agent on a Mac (settings: ANKLET_AGENT_* env)")
     agent.add_argument("--name", help="host name (default: ANKLET_AGENT_NAME or the hostname)")
