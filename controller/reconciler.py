@@ -44,6 +44,11 @@ _OBSERVED = {
 _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 
 
+def _waiting(job: AnkaJob, now: datetime) -> float:
+    created = job.metadata.creation_timestamp
+    return max(0.0, (now - created).total_seconds()) if created is not None else 0.0
+
+
 def _rv(body: Mapping[str, Any]) -> int:
     raw = body.get("metadata", {}).get("resourceVersion") or "0"
     try:
@@ -62,11 +67,13 @@ class Reconciler:
         *,
         resync_seconds: float = 30.0,
         host_lost_seconds: float = 30.0,
+        starvation_seconds: float = 600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.proto = proto
         self.kube = kube
         self.resync_seconds = resync_seconds
+        self.starvation_seconds = starvation_seconds
         self.clock = clock
         self.jobs: dict[str, AnkaJob] = {}
         self._versions: dict[str, int] = {}
@@ -495,6 +502,7 @@ class Reconciler:
         self.loss.update(raw, time.monotonic())
         snapshot = [hosts.effective(s, self.host_specs.get(s.info.name)) for s in raw]
         sizes = await self.proto.template_sizes()
+        wall = self.clock()
         requests = []
         by_uid = {}
         for job in jobs:
@@ -509,10 +517,15 @@ class Reconciler:
                     tag=job.spec.tag,
                     host_selector=job.spec.host_selector or {},
                     queue=job.spec.queue,
+                    priority=job.spec.priority,
+                    waiting_seconds=_waiting(job, wall),
+                    mounts=bool(job.spec.mounts),
                 )
             )
             by_uid[job.metadata.uid] = job
-        for request, decision in scheduling.plan(requests, snapshot):
+        for request, decision in scheduling.plan(
+            requests, snapshot, starvation_seconds=self.starvation_seconds
+        ):
             job = by_uid[request.uid]
             await self._apply_decision(job, request, decision, snapshot)
 

@@ -26,6 +26,9 @@ class Unfit(enum.StrEnum):
     NO_VM_SLOT = "no free VM slot"
     CPU = "insufficient cpu"
     MEMORY = "insufficient memory"
+    MOUNTS = "mounts need Anka >= 3.9.0 on arm64"
+    DISK = "not enough disk to pull the template"
+    HELD = "held for a job waiting longer"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class JobRequest:
     tag: str | None = None
     host_selector: Mapping[str, str] = field(default_factory=dict)
     queue: str | None = None
+    priority: int = 0
+    waiting_seconds: float = 0.0
+    mounts: bool = False
+    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,15 @@ class _HostState:
     used_slots: int
     used_cpu: int
     used_memory: int
+    held_for: str | None = None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(" ", maxsplit=1)[0].lstrip("v").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 def _static_unfit(job: JobRequest, info: HostInfo) -> Unfit | None:
@@ -89,6 +105,8 @@ def _static_unfit(job: JobRequest, info: HostInfo) -> Unfit | None:
     served = info.queues or ["default"]
     if (job.queue or "default") not in served:
         return Unfit.QUEUE
+    if job.mounts and (info.arch != "arm64" or _version(info.anka_version) < (3, 9, 0)):
+        return Unfit.MOUNTS
     return None
 
 
@@ -109,6 +127,8 @@ def _unfit(job: JobRequest, host: _HostState) -> Unfit | None:
     static = _static_unfit(job, info)
     if static is not None:
         return static
+    if host.held_for is not None and host.held_for != job.uid:
+        return Unfit.HELD
     if host.used_slots + 1 > info.vm_slots:
         return Unfit.NO_VM_SLOT
     if not info.overcommit:
@@ -116,6 +136,8 @@ def _unfit(job: JobRequest, host: _HostState) -> Unfit | None:
             return Unfit.CPU
         if host.used_memory + job.memory_mib > info.memory_mib:
             return Unfit.MEMORY
+    if job.image_size and not _has_template(job, info) and info.disk_free and info.disk_free < job.image_size:
+        return Unfit.DISK
     return None
 
 
@@ -136,8 +158,20 @@ def _explain(reasons: Counter[Unfit], total: int) -> str:
     return f"0/{total} hosts available: {parts}" if parts else f"0/{total} hosts registered"
 
 
-def plan(jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot]) -> list[tuple[JobRequest, Decision]]:
-    """Decide for each job in order; each placement consumes capacity for the jobs after it."""
+def order(jobs: Sequence[JobRequest]) -> list[JobRequest]:
+    """Higher priority first; within one priority, longest waiting first (FIFO)."""
+    return sorted(jobs, key=lambda j: (-j.priority, -j.waiting_seconds, j.uid))
+
+
+def plan(
+    jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot], *, starvation_seconds: float | None = 600.0
+) -> list[tuple[JobRequest, Decision]]:
+    """Decide for each job in `order`; each placement consumes capacity for the jobs after it.
+
+    Anti-starvation: a job that has waited `starvation_seconds` and still does not fit holds
+    the best host it could fit on once that host's running VMs end; jobs after it may not take
+    that host, so a large job is not overtaken forever by a stream of small ones.
+    """
     states = {
         h.info.name: _HostState(
             info=h.info,
@@ -150,7 +184,7 @@ def plan(jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot]) -> list[tupl
     }
     held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
     decisions: list[tuple[JobRequest, Decision]] = []
-    for job in jobs:
+    for job in order(jobs):
         if job.uid in held:
             host_name, attempt = held[job.uid]
             if attempt > job.attempts:
@@ -164,8 +198,32 @@ def plan(jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot]) -> list[tupl
             state.used_slots += 1
             state.used_cpu += job.cpu
             state.used_memory += job.memory_mib
+        elif (
+            starvation_seconds is not None
+            and job.waiting_seconds >= starvation_seconds
+            and not decision.permanent
+        ):
+            target = _hold_target(job, states)
+            if target is not None:
+                target.held_for = job.uid
         decisions.append((job, decision))
     return decisions
+
+
+def _hold_target(job: JobRequest, hosts: Mapping[str, _HostState]) -> _HostState | None:
+    """The host a starving job should wait for: one that fits it when empty, closest to free."""
+    candidates = [
+        h
+        for h in hosts.values()
+        if h.ready
+        and h.info.schedulable
+        and h.held_for is None
+        and _static_unfit(job, h.info) is None
+        and not _never_fits(job, h.info)
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda h: (h.used_slots, h.used_cpu, h.info.name))
 
 
 def place(job: JobRequest, hosts: Mapping[str, _HostState]) -> Placement | Unschedulable:

@@ -126,3 +126,54 @@ def test_reservation_of_an_ended_attempt_is_released_first() -> None:
     hosts = [host("a", used=(res("j1", 2, 4096, attempt=2),))]
     [(_, decision)] = plan([job("j1", attempts=2)], hosts)
     assert decision == ReleaseStale(host="a", attempt=2)
+
+
+def test_higher_priority_first_then_fifo() -> None:
+    hosts = [host("a", slots=1)]
+    jobs = [job("old-low", waiting_seconds=50), job("new-high", priority=5, waiting_seconds=1),
+            job("older-low", waiting_seconds=90)]  # fmt: skip
+    decisions = dict((j.uid, d) for j, d in plan(jobs, hosts))
+    assert decisions["new-high"] == Placement("a")
+    assert isinstance(decisions["older-low"], Unschedulable) and isinstance(
+        decisions["old-low"], Unschedulable
+    )
+    assert [j.uid for j, _ in plan(jobs, [host("a", slots=3)])] == ["new-high", "older-low", "old-low"]
+
+
+def test_a_starving_big_job_holds_a_host_against_small_ones() -> None:
+    busy = host("a", used=(res("x", 4, 4096),))
+    big = job("big", cpu=8, mem=8192, waiting_seconds=900)
+    small = job("small", cpu=2, mem=2048, waiting_seconds=10)
+    decisions = dict((j.uid, d) for j, d in plan([big, small], [busy], starvation_seconds=600))
+    assert isinstance(decisions["big"], Unschedulable)
+    assert (
+        isinstance(decisions["small"], Unschedulable)
+        and "held for a job waiting longer" in decisions["small"].message
+    )
+    fresh = dict((j.uid, d) for j, d in plan([job("big", cpu=8, mem=8192, waiting_seconds=5), small], [busy]))
+    assert fresh["small"] == Placement("a"), "before the threshold small jobs may pass"
+
+
+@pytest.mark.parametrize(
+    ("info", "fits"),
+    [
+        pytest.param({"arch": "arm64", "anka_version": "3.9.1"}, True, id="arm64-3.9.1"),
+        pytest.param({"arch": "arm64", "anka_version": "3.8.6"}, False, id="too-old"),
+        pytest.param({"arch": "amd64", "anka_version": "3.9.1"}, False, id="intel"),
+    ],
+)
+def test_mounts_need_anka_3_9_on_arm64(info: dict[str, str], fits: bool) -> None:
+    [(_, decision)] = plan([job(mounts=True)], [host("a", **info)])
+    assert isinstance(decision, Placement) == fits
+    if not fits:
+        assert "mounts need Anka >= 3.9.0 on arm64" in decision.message  # type: ignore[union-attr]
+
+
+def test_a_host_without_room_to_pull_the_template_is_avoided() -> None:
+    tmpl = TemplateInfo(uuid="u1", name="anklet", tag="6c14r")
+    small_disk = host("a", disk_free=10 * 2**30)
+    has_it = host("b", disk_free=1, templates=[tmpl], used=(res("x", 1, 1),))
+    request = job(template="u1", tag="6c14r", image_size=40 * 2**30)
+    assert plan([request], [small_disk, has_it])[0][1] == Placement("b")
+    [(_, decision)] = plan([request], [small_disk])
+    assert isinstance(decision, Unschedulable) and "not enough disk" in decision.message
