@@ -92,7 +92,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from anklet.redis_protocol import HostProtocol, connect
     from host_agent.agent import Agent, AgentConfig
     from host_agent.anka import AnkaCLI, AnkaError
-    from host_agent.facts import HostFacts, LicenceRefused
+    from host_agent.facts import HostFacts, StartRefused
 
     try:
         s = AgentSettings()
@@ -115,6 +115,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         overcommit=s.overcommit,
         labels=s.labels,
         queues=s.queues,
+        mounts=s.mounts,
     )
     config = AgentConfig(
         name=name,
@@ -125,13 +126,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
         ready_poll=s.ready_poll_seconds,
         output_tail=s.output_tail_bytes,
         shutdown_grace=s.shutdown_grace_seconds,
+        mounts=tuple(s.mounts),
+        disk_buffer_percent=s.template_disk_buffer_percent,
+        disk_buffer_bytes=s.template_disk_buffer_bytes,
     )
     holder: list[Agent] = []
 
     async def main() -> int:
         try:
-            await facts.check_licence()
-        except LicenceRefused as exc:
+            await facts.preflight()
+        except StartRefused as exc:
             log.error("refusing to start: %s", exc)
             return EXIT_CONFIG
         except (AnkaError, OSError) as exc:

@@ -58,4 +58,14 @@ class AgentSettings(RedisSettings):
     shutdown_grace_seconds: float = Field(
         default=30.0, ge=0, description="on SIGTERM, how long running jobs may go on before they are stopped"
     )
+    template_disk_buffer_percent: float = Field(
+        default=10.0, ge=0, lt=100, description="free disk a template pull must leave, % of the disk"
+    )
+    template_disk_buffer_bytes: int | None = Field(
+        default=None, ge=0, description="the same as an absolute size; wins over the percentage"
+    )
+    mounts: list[str] = Field(
+        default_factory=list,
+        description="host-to-guest mounts host_path[:guest_name] for every VM (JSON list; Anka 3.9+, arm64)",
+    )
     log_level: str = "INFO"

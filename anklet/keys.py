@@ -83,3 +83,8 @@ def host_secret(host: str, uid: str, attempt: int) -> str:
 def host_inbox(host: str) -> str:
     """List the agent blocks on (BLPOP); each element is only a wake-up token."""
     return f"{PREFIX}:{host_tag(host)}:inbox"
+
+
+def host_config(host: str) -> str:
+    """String (JSON ``HostConfig``) the controller writes: what it wants of the host (prePull …)."""
+    return f"{PREFIX}:{host_tag(host)}:config"

@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from anklet import keys
-from anklet.wire import DesiredVM, HostInfo, Observation, Reservation, StopReason
+from anklet.wire import DesiredVM, HostConfig, HostInfo, Observation, Reservation, StopReason
 
 # KEYS: info, alloc, desired, inbox, lease
 # ARGV: uid, attempt, cpu, memory_mib, reservation_json, desired_json
@@ -170,6 +170,11 @@ class HostProtocol:
     async def desired(self) -> dict[str, DesiredVM]:
         raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_desired(self.host)))
         return {uid: DesiredVM.model_validate_json(v) for uid, v in raw.items()}
+
+    async def host_config(self) -> HostConfig | None:
+        """The controller's wishes for this host (prePull, ...); None when it has written none."""
+        raw = await self.client.get(keys.host_config(self.host))
+        return None if raw is None else HostConfig.model_validate_json(raw)
 
     async def observed(self) -> dict[str, Observation]:
         raw = cast(Mapping[str, str], await self.client.hgetall(keys.host_observed(self.host)))

@@ -49,6 +49,20 @@ class HostInfo(_Wire):
     templates: list[TemplateInfo] = Field(default_factory=list)
 
 
+class HostConfig(_Wire):
+    """What the controller wants of one host, beyond its jobs (``keys.host_config``).
+
+    Written by the controller as camelCase JSON; the agent acts on ``pre_pull`` (templates to keep
+    on disk, ``"<template>[:<tag>]"``). ``unschedulable`` and ``labels`` are for the controller.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    pre_pull: list[str] = Field(default_factory=list, alias="prePull")
+    unschedulable: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
 class Reservation(_Wire):
     """Capacity held on a host for one job attempt."""
 

@@ -24,8 +24,10 @@ from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
 from host_agent.anka import AnkaDriver, AnkaError, VMInfo
 from host_agent.converge import Action, Desire, Outcome, decide
 from host_agent.facts import HostFacts
+from host_agent.mounts import unsupported_reason
+from host_agent.prepull import PrePuller
 from host_agent.reporter import Reporter
-from host_agent.templates import TemplateStore
+from host_agent.templates import DiskBudget, TemplateStore
 from host_agent.worker import Worker, WorkerConfig, delete_vm
 
 log = logging.getLogger("anklet.agent")
@@ -43,6 +45,9 @@ class AgentConfig:
     output_tail: int = 16_384
     shutdown_grace: float = 30.0
     secret_timeout: float = 120.0
+    mounts: tuple[str, ...] = ()
+    disk_buffer_percent: float = 10.0
+    disk_buffer_bytes: int | None = None
 
 
 def outcome_of(obs: Observation | None, key: VMName) -> Outcome:
@@ -58,9 +63,20 @@ class Agent:
         self.anka = anka
         self.facts = facts
         self.reporter = Reporter(proto)
+        # Templates on disk: pulls leave the disk buffer free, evicting only templates that no
+        # desired VM or running worker uses; the controller's prePull list is evicted last.
+        self._desired_templates: set[str] = set()
         self.templates = TemplateStore(
-            anka, config.state_dir / "pull.lock", on_change=self.refresh_registration
+            anka,
+            config.state_dir / "pull.lock",
+            on_change=self.refresh_registration,
+            budget=DiskBudget.for_path(
+                config.state_dir, percent=config.disk_buffer_percent, absolute=config.disk_buffer_bytes
+            ),
+            in_use=lambda: self._desired_templates,
+            pinned=lambda: self.prepull.pinned(),  # noqa: PLW0108 (self.prepull comes next)
         )
+        self.prepull = PrePuller(proto.host_config, self.templates, retry_seconds=config.resync_seconds)
         self.tasks: dict[VMName, asyncio.Task[None]] = {}
         self._orphans: dict[str, float] = {}
         self._info: HostInfo | None = None
@@ -137,6 +153,7 @@ class Agent:
                     await self._backoff.failed(exc)
             await self._drain()
         finally:
+            await self.prepull.close()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -189,6 +206,7 @@ class Agent:
         self._tick.set()
         self._tick = asyncio.Event()
         desired = await self.proto.desired()
+        self._desired_templates = {d.template for d in desired.values()}
         vms = await self.anka.list_vms()
         self._reap()
         owned: dict[VMName, VMInfo] = {}
@@ -209,6 +227,7 @@ class Agent:
             )
             await self._act(action, key, d, obs, vms)
         self._orphans = {name: t for name, t in self._orphans.items() if any(str(k) == name for k in owned)}
+        self.prepull.tick(vms)  # background pre-pulls; never waits
 
     def _reap(self) -> None:
         for key, task in list(self.tasks.items()):
@@ -234,6 +253,8 @@ class Agent:
                     ready_timeout=self.config.ready_timeout,
                     ready_poll=self.config.ready_poll,
                     output_tail=self.config.output_tail,
+                    mounts=self.config.mounts,
+                    mount_refusal=self._mount_refusal(),
                 ),
                 on_done=self._poke,
                 stopping=lambda: self.stopping,
@@ -262,6 +283,10 @@ class Agent:
             self.reporter.drop(key.uid)
             with contextlib.suppress(RedisError, OSError):
                 await self.proto.forget(key.uid)
+
+    def _mount_refusal(self) -> str | None:
+        info = self._info
+        return None if info is None else unsupported_reason(info.anka_version, info.arch)
 
     def _orphan_due(self, name: str) -> bool:
         first = self._orphans.setdefault(name, time.monotonic())

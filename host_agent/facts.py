@@ -1,4 +1,9 @@
-"""What this Mac is: CPU, memory and disk (psutil), arch, Anka version and licence."""
+"""What this Mac is: CPU, memory and disk (psutil), arch, Anka version and licence.
+
+``preflight`` is what the agent checks before it takes any work: a licence that can run CI VMs,
+and, when host-to-guest mounts are configured, an Anka and an arch that can mount (anka-cli.md
+§2.13). Either failing stops the agent with one clear line instead of failing every job later.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,21 @@ import psutil
 from anklet import __version__
 from anklet.wire import HostInfo, TemplateInfo
 from host_agent.anka import AnkaDriver
+from host_agent.mounts import unsupported_reason
 
 _ARCH = {"arm64": "arm64", "aarch64": "arm64", "x86_64": "amd64", "amd64": "amd64"}
 
 
-class LicenceRefused(RuntimeError):
+class StartRefused(RuntimeError):
+    """This host cannot run the agent as configured; the agent exits 2 with this message."""
+
+
+class LicenceRefused(StartRefused):
     """Anka's licence cannot run VMs for CI (invalid, or a Develop/Run licence)."""
+
+
+class MountsRefused(StartRefused):
+    """Host-to-guest mounts are configured, but this Anka or arch cannot mount."""
 
 
 _UNUSABLE_LICENCES = ("com.veertu.anka.develop", "com.veertu.anka.run")
@@ -35,6 +49,16 @@ class HostFacts:
     overcommit: bool = False
     labels: dict[str, str] | None = None
     queues: list[str] | None = None
+    mounts: list[str] | None = None
+
+    def host_arch(self) -> str:
+        return self.arch or _ARCH.get(platform.machine().lower(), platform.machine())
+
+    async def preflight(self) -> None:
+        """Refuse to start (raise :class:`StartRefused`) when this host cannot do what is configured."""
+        version, _, _ = await self.check_licence()
+        if self.mounts and (reason := unsupported_reason(version, self.host_arch())) is not None:
+            raise MountsRefused(f"mounts are configured ({', '.join(self.mounts)}), but {reason}")
 
     async def check_licence(self) -> tuple[str, str, str]:
         """(version, licence type, licence status); raises LicenceRefused like the Go agent."""
@@ -49,7 +73,7 @@ class HostFacts:
 
     async def collect(self, name: str, templates: list[TemplateInfo]) -> HostInfo:
         version, kind, status = await self.check_licence()
-        arch = self.arch or _ARCH.get(platform.machine().lower(), platform.machine())
+        arch = self.host_arch()
         cpu = (self.cpu or psutil.cpu_count(logical=True) or 1) - self.reserved_cpu
         memory = (
             self.memory_mib or psutil.virtual_memory().total // (1024 * 1024)

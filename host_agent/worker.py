@@ -1,8 +1,12 @@
-"""One job attempt on this host: template → clone → start → ready → run → delete.
+"""One job attempt on this host: template → clone → start → ready → mount → run → delete.
 
 A worker reports each stage, turns every failure into an outcome with a reason (retryable for
 infrastructure faults, final for the workload's own verdict), and always deletes its VM before
 it reports the terminal result with ``vm_deleted=True``.
+
+Host-to-guest mounts (the host's, then the job's) are resolved before anything is pulled, so a
+job asking for a folder this host lacks fails at once, and applied with ``anka mount`` once the
+VM is ready; a mount that fails deletes the VM like any provisioning failure.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from redis.exceptions import RedisError
 
 from anklet.wire import DesiredVM, Observation, ObservedPhase
 from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout, VMInfo
+from host_agent.mounts import MountError, MountSpec, resolve_mounts
 from host_agent.reporter import Reporter
 from host_agent.templates import TemplateSize, TemplateStore, TemplateUnavailable
 
@@ -32,6 +37,10 @@ class WorkerConfig:
     ready_timeout: float
     ready_poll: float
     output_tail: int
+    #: The host's own mounts (``ANKLET_AGENT_MOUNTS``), applied before the job's.
+    mounts: tuple[str, ...] = ()
+    #: Why this host cannot mount (old Anka, Intel); ``None`` when it can.
+    mount_refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,11 @@ class Worker:
     async def run(
         self, *, resume: bool = False, prior: Observation | None = None, known: Sequence[VMInfo] = ()
     ) -> None:
+        # The template backs this attempt's VM until the VM is deleted: never evict it meanwhile.
+        with self.templates.claim(self.d.template):
+            await self._run(resume=resume, prior=prior, known=known)
+
+    async def _run(self, *, resume: bool, prior: Observation | None, known: Sequence[VMInfo]) -> None:
         try:
             result = await self._attempt(resume=resume, prior=prior, known=known)
         except asyncio.CancelledError:
@@ -147,6 +161,9 @@ class Worker:
                 "the host agent restarted while the workload ran; its output is lost",
                 retryable=True,
             )
+        mounts = self._mounts()
+        if isinstance(mounts, Result):
+            return mounts
         if not resume and d.cpu == 0 and d.memory_mib == 0 and self.learn_size is not None:
             size = await self.templates.size(d.template, d.tag, known=known)
             if size is not None and await self._teach(size):
@@ -172,7 +189,7 @@ class Worker:
             if info.status == "failed":
                 raise AnkaError(f"{d.vm_name} is in state failed")
             if info.status != "running":
-                await self.anka.start(d.vm_name, mounts=d.mounts)
+                await self.anka.start(d.vm_name)
             await self.anka.wait_ready(
                 d.vm_name, timeout=self.config.ready_timeout, interval=self.config.ready_poll
             )
@@ -186,6 +203,9 @@ class Worker:
             return Result(ObservedPhase.FAILED, "ProvisioningTimeout", str(exc), retryable=True)
         except AnkaError as exc:
             return Result(ObservedPhase.FAILED, "ProvisioningFailed", str(exc), retryable=True)
+        failed = await self._mount(mounts)
+        if failed is not None:
+            return failed
         w = d.workload
         env = dict(w.env)
         if w.needs_secrets:
@@ -218,6 +238,41 @@ class Worker:
         else:
             message = f"workload exited {run.exit_code}"
         return Result(phase, reason, message, retryable, exit_code=run.exit_code, output=run.output)
+
+    def _mounts(self) -> list[MountSpec] | Result:
+        """The VM's mounts, resolved on this host, or the final failure that they cannot be."""
+        wanted = [*self.config.mounts, *self.d.mounts]
+        if not wanted:
+            return []
+        if self.config.mount_refusal is not None:
+            return Result(
+                ObservedPhase.FAILED,
+                "MountsUnsupported",
+                f"host-to-guest mounts requested ({', '.join(wanted)}), but {self.config.mount_refusal}",
+            )
+        try:
+            return resolve_mounts(wanted)
+        except MountError as exc:
+            return Result(ObservedPhase.FAILED, "MountFailed", str(exc))
+
+    async def _mount(self, mounts: list[MountSpec]) -> Result | None:
+        """``anka mount`` each folder into the ready VM; a mount already there (resume) is kept."""
+        if mounts:
+            self._report(ObservedPhase.PROVISIONING, "Mounting")
+        for spec in mounts:
+            try:
+                await self.anka.mount(self.d.vm_name, spec.arg)
+            except AnkaAlreadyExists:
+                continue
+            except AnkaError as exc:
+                return Result(
+                    ObservedPhase.FAILED,
+                    "MountFailed",
+                    f"mounting {spec.host_path} at {spec.guest_path}: {exc}",
+                    retryable=True,
+                )
+            log.info("mounted %s into %s at %s", spec.host_path, self.d.vm_name, spec.guest_path)
+        return None
 
 
 async def delete_vm(anka: AnkaDriver, vm_name: str, *, attempts: int = 3) -> bool:
