@@ -254,7 +254,7 @@ class TemplateStore:
         if size is None and not checkout:
             return False
         if size is not None:
-            size = await self._make_room(template, tag, label, size, evict_pinned=evict_pinned)
+            await self._make_room(template, tag, label, size, evict_pinned=evict_pinned)
         log.info("pulling %s", label)
         try:
             await self.anka.registry_pull(template, tag=tag, shrink=False)
@@ -283,17 +283,18 @@ class TemplateStore:
 
     async def _make_room(
         self, template: str, tag: str | None, label: str, size: DownloadSize, *, evict_pinned: bool
-    ) -> DownloadSize | None:
-        """Evict until the download fits the budget; returns the last download-size answer."""
+    ) -> None:
+        """Evict until the download fits the budget, asking Anka again after each deletion (it
+        knows what a deletion really freed; ``image_size`` is only the plan's estimate)."""
         budget = self.budget
         evicted: set[str] = set()
         current: DownloadSize | None = size
         while current is not None:
-            if (
-                shortfall(to_download=current.to_download, available=current.available, buffer=budget.buffer)
-                <= 0
-            ):
-                return current
+            missing = shortfall(
+                to_download=current.to_download, available=current.available, buffer=budget.buffer
+            )
+            if missing <= 0:
+                return
             candidates = [c for c in await self._candidates() if c.uuid not in evicted]
             pulling = {template} | {c.name for c in candidates if c.uuid == template}
             pulling |= {c.uuid for c in candidates if c.name == template}
@@ -313,7 +314,7 @@ class TemplateStore:
                     message += f" (after evicting {len(evicted)} template(s))"
                 raise TemplateUnavailable("InsufficientDisk", message, retryable=True)
             if not decision.victims:
-                return current
+                return
             victim = decision.victims[0]
             log.info(
                 "evicting template %s (%s, %s, last used %s) to make room for %s",
@@ -336,4 +337,3 @@ class TemplateStore:
             evicted.add(victim.uuid)
             self._dirty = True
             current = await self._check(template, tag, label)
-        return None
