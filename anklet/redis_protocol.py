@@ -228,6 +228,13 @@ class ControllerProtocol:
         self._release = client.register_script(_RELEASE_LUA)
         self._cancel = client.register_script(_CANCEL_LUA)
 
+    async def put_host_config(self, host: str, config: HostConfig) -> None:
+        """Tell a host what the operator wants of it beyond its jobs (prePull, ...), and wake it."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys.host_config(host), config.model_dump_json(by_alias=True))
+        pipe.rpush(keys.host_inbox(host), "config")
+        await pipe.execute()
+
     async def template_sizes(self) -> dict[str, tuple[int, int]]:
         """Learnt VM sizes by `size_key` (cpu, memory MiB)."""
         raw = cast(Mapping[str, str], await self.client.hgetall(keys.template_sizes()))

@@ -27,7 +27,7 @@ from anklet.backoff import Backoff
 from anklet.models import AnkaHostSpec, AnkaHostStatus, AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM, Observation, ObservedPhase, StopReason
+from anklet.wire import DesiredVM, HostConfig, Observation, ObservedPhase, StopReason
 from controller import hosts, phases, scheduling
 from controller.kube import KubeClient, KubeError
 from controller.resources import resolve_resources
@@ -92,6 +92,7 @@ class Reconciler:
         self.loss = hosts.LossTracker(grace=host_lost_seconds)
         self._hosts_dirty = True
         self._host_mirror_failed = False
+        self._host_configs: dict[str, HostConfig] = {}
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -254,6 +255,12 @@ class Reconciler:
         if name not in self.host_specs and await self.kube.create_host(name) is not None:
             log.info("AnkaHost %s created for a newly registered Mac", name)
             self.host_specs[name] = AnkaHostSpec()
+        spec = self.host_specs.get(name)
+        if spec is not None:
+            config = HostConfig(pre_pull=spec.pre_pull, unschedulable=spec.unschedulable, labels=spec.labels)
+            if self._host_configs.get(name) != config:
+                await self.proto.put_host_config(name, config)
+                self._host_configs[name] = config
         patch = hosts.status_patch(status, previous)
         if patch is None:
             return

@@ -137,6 +137,8 @@ class DevStack:
                 "ANKLET_AGENT_READY_POLL_SECONDS": str(max(0.05, 2.0 * self.time_scale)),
                 "ANKLET_AGENT_ORPHAN_GRACE_SECONDS": "5",
                 "ANKLET_AGENT_SHUTDOWN_GRACE_SECONDS": "2",
+                # The simulated Mac's disk is the simulator's, not this machine's: an absolute buffer.
+                "ANKLET_AGENT_TEMPLATE_DISK_BUFFER_BYTES": str(20 * 2**30),
             }
             argv = [sys.executable, "-m", "anklet.cli", "agent", "--state-dir", str(home), "--arch", "arm64"]
             await self._spawn(name, argv, env)

@@ -53,3 +53,14 @@ def test_cordon_with_kubectl_patch_and_drain_with_anklet(stack: DevStack, kubect
     ).stdout  # fmt: skip
     assert "mac-2" in listing and "True" in listing
     kubectl("patch", "ankahost", "mac-2", "--type=merge", "-p", '{"spec":{"unschedulable":false}}')
+
+
+def test_prepull_from_the_ankahost_spec(stack: DevStack, kubectl: Kubectl) -> None:
+    wait_hosts_ready(kubectl, stack)
+    wanted = "d792c6f6-198c-470f-9526-9c998efe7ab4"
+    patch = '{"spec":{"prePull":["' + wanted + ':vanilla+port-forward-22+brew-git"]}}'
+    kubectl("patch", "ankahost", "mac-2", "--type=merge", "-p", patch)
+    condition = (
+        f'--for=jsonpath={{.status.templates[?(@.uuid=="{wanted}")].tag}}=vanilla+port-forward-22+brew-git'
+    )
+    kubectl("wait", condition, "ankahost/mac-2", "--timeout=90s", timeout=100)

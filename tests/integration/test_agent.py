@@ -49,6 +49,7 @@ class Mac:
             "ANKLET_AGENT_READY_POLL_SECONDS": "0.05",
             "ANKLET_AGENT_ORPHAN_GRACE_SECONDS": "0.5",
             "ANKLET_AGENT_RESYNC_SECONDS": "2",
+            "ANKLET_AGENT_TEMPLATE_DISK_BUFFER_BYTES": str(20 * 2**30),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.log = self.home / "agent.log"
