@@ -244,7 +244,8 @@ async def test_queued_creates_the_ankajob(kube: KubeApiServer, http: httpx.Async
             "workflowName": "CI",
             "jobName": "build",
         },
-        "backoffLimit": 2,  # defaults the API server applies from the CRD schema
+        "priority": 0,  # defaults the API server applies from the CRD schema
+        "backoffLimit": 2,
         "cancel": False,
     }
     assert "status" not in obj  # status belongs to the controller
