@@ -14,7 +14,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,10 +27,11 @@ from anklet.backoff import Backoff
 from anklet.models import AnkaHostSpec, AnkaHostStatus, AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM, HostConfig, Observation, ObservedPhase, StopReason
+from anklet.wire import DesiredVM, HostConfig, Observation, ObservedPhase, Reservation, StopReason
 from controller import hosts, phases, scheduling
 from controller.kube import KubeClient, KubeError
 from controller.resources import resolve_resources
+from controller.snapshots import SnapshotCache
 
 log = logging.getLogger("anklet.controller")
 
@@ -47,6 +48,29 @@ _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 def _waiting(job: AnkaJob, now: datetime) -> float:
     created = job.metadata.creation_timestamp
     return max(0.0, (now - created).total_seconds()) if created is not None else 0.0
+
+
+async def _bounded(steps: Iterable[Awaitable[None]], limit: int = 32) -> None:
+    """Await `steps` (a lazy iterable, one job each) with at most `limit` in flight.
+
+    After a failure no new step starts, but the ones in flight finish (a job reserved in this
+    pass still gets its status written); then the first error is raised, as a serial loop would."""
+    pending = iter(steps)
+    failures: list[Exception] = []
+
+    async def worker() -> None:
+        while not failures:
+            step = next(pending, None)
+            if step is None:
+                return
+            try:
+                await step
+            except Exception as exc:
+                failures.append(exc)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+    if failures:
+        raise failures[0]
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -90,7 +114,10 @@ class Reconciler:
         self.host_specs: dict[str, AnkaHostSpec] = {}
         self.host_statuses: dict[str, AnkaHostStatus] = {}
         self.loss = hosts.LossTracker(grace=host_lost_seconds)
+        self.snapshots = SnapshotCache(proto.snapshot)  # one fleet read serves back-to-back passes
         self._hosts_dirty = True
+        self._hosts_touched: set[str] = set()  # hosts named by host events since the last mirror
+        self._mirror_all = True
         self._host_mirror_failed = False
         self._host_configs: dict[str, HostConfig] = {}
 
@@ -128,12 +155,19 @@ class Reconciler:
             self.host_statuses.pop(name, None)
         else:
             try:
-                self.host_specs[name] = AnkaHostSpec.model_validate(body.get("spec") or {})
-                self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
+                spec = AnkaHostSpec.model_validate(body.get("spec") or {})
+                status = AnkaHostStatus.model_validate(body.get("status") or {})
             except ValidationError as exc:
                 log.error("ignoring malformed AnkaHost %s: %s", name, exc)
                 return
+            known = self.host_specs.get(name)
+            self.host_specs[name], self.host_statuses[name] = spec, status
+            if known == spec:
+                # Only the status moved (mostly our own write echoing back): nothing to re-plan,
+                # and re-planning every pending job per AnkaHost write does not scale.
+                return
         self._hosts_dirty = True
+        self._hosts_touched.add(name)
         self.capacity_changed()
 
     def mark(self, uid: str) -> None:
@@ -142,6 +176,7 @@ class Reconciler:
 
     def capacity_changed(self) -> None:
         self._capacity_changed = True
+        self.snapshots.invalidate()
         self._wake.set()
 
     async def wait_settled(self, uid: str, timeout: float) -> bool:
@@ -176,10 +211,13 @@ class Reconciler:
             capacity, self._capacity_changed = self._capacity_changed, False
             resync, self._resync_due = self._resync_due, False
             try:
+                await self.reconcile(dirty, capacity)
+                # AnkaHosts after the jobs: mirroring many hosts must not delay a placement.
                 if self._hosts_dirty or resync:
                     self._hosts_dirty = False
-                    await self.mirror_hosts()
-                await self.reconcile(dirty, capacity)
+                    touched, self._hosts_touched = self._hosts_touched, set()
+                    everything, self._mirror_all = resync or self._mirror_all, False
+                    await self.mirror_hosts(changed=None if everything else touched)
                 if resync:
                     await self.release_orphans()
                     await self.sweep_plugins()
@@ -213,6 +251,10 @@ class Reconciler:
                     self.mark(uid)
                 else:
                     self._hosts_dirty = True
+                    if event.get("host"):
+                        self._hosts_touched.add(event["host"])
+                    else:
+                        self._mirror_all = True
                     self.capacity_changed()
 
     async def _retrying(self, fn: Callable[[], Any]) -> Any:
@@ -226,14 +268,22 @@ class Reconciler:
             backoff.succeeded()
             return result
 
-    async def mirror_hosts(self) -> None:
-        """AnkaHosts follow the Macs' registrations; hosts whose lease stays gone are lost."""
-        snapshot = await self.proto.snapshot()
+    async def mirror_hosts(self, *, changed: set[str] | None = None) -> None:
+        """AnkaHosts follow the Macs' registrations; hosts whose lease stays gone are lost.
+
+        With `changed`, only those hosts' AnkaHosts are rebuilt (plus any whose readiness flipped
+        or that have none yet): a release on one Mac must not cost a status build for every Mac.
+        Everything is mirrored on resync, which also carries the heartbeat-only updates."""
+        snapshot = await self.snapshots.get()
         now = time.monotonic()
         was_lost = self.loss.lost_hosts(now)
         self.loss.update(snapshot, now)
         names = {uid: f"{j.metadata.namespace}/{j.metadata.name}" for uid, j in self.jobs.items()}
         for snap in snapshot:
+            previous = self.host_statuses.get(snap.info.name)
+            unchanged = previous is not None and previous.ready == snap.ready
+            if changed is not None and snap.info.name not in changed and unchanged:
+                continue
             try:
                 await self._mirror_host(snap, names)
             except KubeError as exc:
@@ -304,15 +354,26 @@ class Reconciler:
     # ----- one pass -----------------------------------------------------------------------
     async def reconcile(self, dirty: set[str], capacity_changed: bool) -> None:
         pending: dict[str, AnkaJob] = {}
-        for uid in sorted(dirty):
-            job = self.jobs.get(uid)
-            if job is not None and await self._reconcile_one(job):
+
+        async def one(uid: str, job: AnkaJob) -> None:
+            if await self._reconcile_one(job):
                 pending[uid] = job
+
+        # Jobs waiting for a host go first (dispatch latency is theirs to lose; reconciling them
+        # costs no round trip), then everything else. Jobs are independent: a few are in flight
+        # at once, so one job's Redis and API round trips do not wait behind every other's.
+        current = {uid: job for uid in sorted(dirty) if (job := self.jobs.get(uid)) is not None}
+        waiting = {uid: job for uid, job in current.items() if self._wants_host(job)}
+        await _bounded(one(uid, job) for uid, job in waiting.items())
         if capacity_changed:
             for uid, job in self.jobs.items():
                 if self._wants_host(job):
                     pending[uid] = job
         if pending:
+            await self._schedule(list(pending.values()))
+            pending.clear()
+        await _bounded(one(uid, job) for uid, job in current.items() if uid not in waiting)
+        if pending:  # requeued by what was just reconciled (a retry, a lost host)
             await self._schedule(list(pending.values()))
 
     @staticmethod
@@ -505,15 +566,23 @@ class Reconciler:
         jobs.sort(
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
-        raw = await self.proto.snapshot()
+        raw = await self.snapshots.get()
         self.loss.update(raw, time.monotonic())
         snapshot = [hosts.effective(s, self.host_specs.get(s.info.name)) for s in raw]
         sizes = await self.proto.template_sizes()
         wall = self.clock()
         requests = []
         by_uid = {}
+        # A job's size depends only on its spec's resources, template and tag; without resources
+        # it is looked up across every host's templates, so look each combination up once.
+        resolved: dict[tuple[str, str | None, tuple[int, int] | None], tuple[int, int]] = {}
         for job in jobs:
-            cpu, memory = resolve_resources(job.spec, snapshot, sizes)
+            spec = job.spec
+            own = (spec.resources.cpu, spec.resources.memory_mib) if spec.resources is not None else None
+            key = (spec.template, spec.tag, own)
+            if key not in resolved:
+                resolved[key] = resolve_resources(spec, snapshot, sizes)
+            cpu, memory = resolved[key]
             requests.append(
                 scheduling.JobRequest(
                     uid=job.metadata.uid,
@@ -530,11 +599,29 @@ class Reconciler:
                 )
             )
             by_uid[job.metadata.uid] = job
-        for request, decision in scheduling.plan(
-            requests, snapshot, starvation_seconds=self.starvation_seconds
-        ):
-            job = by_uid[request.uid]
-            await self._apply_decision(job, request, decision, snapshot)
+        decisions = scheduling.plan(requests, snapshot, starvation_seconds=self.starvation_seconds)
+        # Dispatch first: every placement of the pass is reserved (which wakes its host) before
+        # any status is written, so a large pass does not keep the last host waiting for every
+        # earlier job's status and Event writes. Each job's own order is unchanged (reserve, then
+        # its status); jobs are independent, so both stages keep a few of them in flight at once.
+        reserved: dict[str, tuple[DesiredVM, str] | Exception] = {}
+
+        async def reserve(job: AnkaJob, request: scheduling.JobRequest, host: str) -> None:
+            reserved[job.metadata.uid] = await self._reserve(job, request, host)
+
+        await _bounded(
+            reserve(by_uid[r.uid], r, d.host) for r, d in decisions if isinstance(d, scheduling.Placement)
+        )
+        await _bounded(
+            self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid))
+            for r, d in decisions
+            # A waiting job whose status already gives this reason needs nothing: skip the step.
+            if not (
+                isinstance(d, scheduling.Unschedulable)
+                and not d.permanent
+                and phases.pending_unschedulable(by_uid[r.uid].status, d.message, wall) is None
+            )
+        )
 
     async def _apply_decision(
         self,
@@ -542,6 +629,8 @@ class Reconciler:
         request: scheduling.JobRequest,
         decision: scheduling.Decision,
         snapshot: list[HostSnapshot],
+        *,
+        reserved: tuple[DesiredVM, str] | Exception | None = None,
     ) -> None:
         now = self.clock()
         if isinstance(decision, scheduling.Adopt):
@@ -565,34 +654,14 @@ class Reconciler:
                 await self._write(job, patch)
                 await self.kube.event(job, reason="Unschedulable", message=decision.message, type_="Warning")
             return
-        attempt = job.status.attempts + 1
-        vm_name = str(VMName(job.metadata.uid, attempt))
-        try:
-            workload = plugins.handler(job.spec.handler).workload(job)
-        except (plugins.UnknownPlugin, plugins.InvalidJob) as exc:
-            await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+        outcome = reserved if reserved is not None else await self._reserve(job, request, decision.host)
+        if isinstance(outcome, Exception):
+            await self._finish(job, Phase.FAILED, "InvalidSpec", str(outcome), event_type="Warning")
             return
-        desired = DesiredVM(
-            uid=job.metadata.uid,
-            namespace=job.metadata.namespace,
-            name=job.metadata.name,
-            attempt=attempt,
-            vm_name=vm_name,
-            template=job.spec.template,
-            tag=job.spec.tag,
-            cpu=request.cpu,
-            memory_mib=request.memory_mib,
-            handler=job.spec.handler,
-            workload=workload,
-            mounts=list(job.spec.mounts or []),
-        )
-        result = await self.proto.reserve(decision.host, desired)
+        desired, result = outcome
         if result != "OK":
-            log.info(
-                "reservation of %s on %s refused (%s); rescheduling", job.metadata.name, decision.host, result
-            )
-            self.capacity_changed()
             return
+        attempt, vm_name = desired.attempt, desired.vm_name
         patch = phases.scheduled(job.status, host=decision.host, vm_name=vm_name, attempt=attempt, now=now)
         if patch is not None:
             job = await self._write(job, patch)
@@ -603,6 +672,42 @@ class Reconciler:
         await self._ensure_secrets(
             job, plugins.handler(job.spec.handler), decision.host, desired, sizing_done=False
         )
+
+    async def _reserve(
+        self, job: AnkaJob, request: scheduling.JobRequest, host: str
+    ) -> tuple[DesiredVM, str] | Exception:
+        """Reserve the job's next attempt on `host` (the host wakes at once): the desired VM and
+        'OK' or the refusal; the handler's error when the job's workload cannot be built."""
+        attempt = job.status.attempts + 1
+        try:
+            workload = plugins.handler(job.spec.handler).workload(job)
+        except (plugins.UnknownPlugin, plugins.InvalidJob) as exc:
+            return exc
+        desired = DesiredVM(
+            uid=job.metadata.uid,
+            namespace=job.metadata.namespace,
+            name=job.metadata.name,
+            attempt=attempt,
+            vm_name=str(VMName(job.metadata.uid, attempt)),
+            template=job.spec.template,
+            tag=job.spec.tag,
+            cpu=request.cpu,
+            memory_mib=request.memory_mib,
+            handler=job.spec.handler,
+            workload=workload,
+            mounts=list(job.spec.mounts or []),
+        )
+        result = await self.proto.reserve(host, desired)
+        if result != "OK":
+            log.info("reservation of %s on %s refused (%s); rescheduling", job.metadata.name, host, result)
+            self.capacity_changed()
+        else:
+            self._hosts_touched.add(host)  # its AnkaHost shows the allocation at the next mirror
+            self.snapshots.reserved(
+                host,
+                Reservation(uid=desired.uid, attempt=attempt, cpu=desired.cpu, memory_mib=desired.memory_mib),
+            )
+        return desired, result
 
     # ----- writes -------------------------------------------------------------------------
     async def _finish(

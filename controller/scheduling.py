@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from anklet.redis_protocol import HostSnapshot
 from anklet.wire import HostInfo
+from controller.placement import PassIndex
 
 
 class Unfit(enum.StrEnum):
@@ -154,13 +155,17 @@ def _score(job: JobRequest, host: _HostState) -> tuple[int, int, str]:
 
 
 def _explain(reasons: Counter[Unfit], total: int) -> str:
-    parts = ", ".join(f"{n} {reason.value}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    # Ties in declaration order, so the message does not depend on the order hosts were counted in.
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], list(Unfit).index(kv[0])))
+    parts = ", ".join(f"{n} {reason.value}" for reason, n in ranked)
     return f"0/{total} hosts available: {parts}" if parts else f"0/{total} hosts registered"
 
 
 def order(jobs: Sequence[JobRequest]) -> list[JobRequest]:
-    """Higher priority first; within one priority, longest waiting first (FIFO)."""
-    return sorted(jobs, key=lambda j: (-j.priority, -j.waiting_seconds, j.uid))
+    """Higher priority first; within one priority, longest waiting first (FIFO). The sort is
+    stable: jobs created in the same second keep the caller's order (creation, then name), so
+    which of them waits does not depend on their random uids."""
+    return sorted(jobs, key=lambda j: (-j.priority, -j.waiting_seconds))
 
 
 def plan(
@@ -183,6 +188,9 @@ def plan(
         for h in hosts
     }
     held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
+    # Same answers as `place` for every job, without scanning every host per job (see placement).
+    index: PassIndex[JobRequest, _HostState, Unfit] = PassIndex(states, unfit=_unfit, score=_score)
+    holders: set[str] = set()  # jobs a host is held for: `_unfit` depends on their uid
     decisions: list[tuple[JobRequest, Decision]] = []
     for job in order(jobs):
         if job.uid in held:
@@ -192,12 +200,13 @@ def plan(
             else:
                 decisions.append((job, ReleaseStale(host=host_name, attempt=attempt)))
             continue
-        decision = place(job, states)
+        decision = place(job, states) if job.uid in holders else _place_indexed(job, states, index)
         if isinstance(decision, Placement):
             state = states[decision.host]
             state.used_slots += 1
             state.used_cpu += job.cpu
             state.used_memory += job.memory_mib
+            index.changed(decision.host)
         elif (
             starvation_seconds is not None
             and job.waiting_seconds >= starvation_seconds
@@ -206,8 +215,33 @@ def plan(
             target = _hold_target(job, states)
             if target is not None:
                 target.held_for = job.uid
+                holders.add(job.uid)
+                index.changed(target.info.name)
         decisions.append((job, decision))
     return decisions
+
+
+def _place_indexed(
+    job: JobRequest, hosts: Mapping[str, _HostState], index: PassIndex[JobRequest, _HostState, Unfit]
+) -> Placement | Unschedulable:
+    """`place(job, hosts)` answered from the pass's index: the same decision and message."""
+    best = index.best(job)
+    if best is not None:
+        return Placement(host=best)
+    permanent: bool = index.memo(
+        job, "permanent", lambda: bool(hosts) and all(_never_fits(job, h.info) for h in hosts.values())
+    )
+    if permanent:
+        message: str = index.memo(
+            job,
+            "permanent message",
+            lambda: (
+                f"no registered host can ever fit {job.cpu} CPU / {job.memory_mib} MiB "
+                f"(largest: {_largest(hosts)})"
+            ),
+        )
+        return Unschedulable(message=message, permanent=True)
+    return Unschedulable(message=index.explain(job, lambda reasons: _explain(reasons, len(hosts))))
 
 
 def _hold_target(job: JobRequest, hosts: Mapping[str, _HostState]) -> _HostState | None:
