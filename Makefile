@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run dev test unit integration e2e lint typecheck crds check-crds measure venv clean
+.PHONY: run dev test unit integration e2e lint typecheck crds check-crds measure bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ typecheck: venv
 
 measure: venv        ## dispatch latency (kubectl apply -> first anka clone) and idle RSS on the dev stack
 	$(BIN)/python scripts/measure_dispatch.py
+
+bench: venv          ## fleet benchmark: 10 / 100 / 1,000 simulated Macs × 10 … 10,000 jobs (docs/benchmarks.md)
+	$(BIN)/python scripts/bench_fleet.py
 
 crds: venv           ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m anklet.crd

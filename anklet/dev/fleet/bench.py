@@ -67,7 +67,10 @@ class Scenario:
     rate: float | None = None
     handoff: int = 200
     handoff_rate: float = 100.0
-    idle_window: float = 2.0
+    # The idle Redis rate (heartbeats, resyncs) is measured over one agent resync period, after
+    # the controller's start-up writes (AnkaHosts, host configs) have settled.
+    settle: float = 3.0
+    idle_window: float = 10.0
     seed: int = 1
 
 
@@ -182,7 +185,7 @@ def run_row(sc: Scenario, workdir: Path, *, timeout: float = 240.0) -> tuple[Row
         )
         children.append(ctl)
         ctl.call("start", timeout=timeout, hosts=sc.hosts)
-        time.sleep(1.0)
+        time.sleep(sc.settle)
 
         calls0, usec0 = commandstats(r)
         idle0 = time.time()

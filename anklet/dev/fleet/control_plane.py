@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from anklet.dev.fleet.kube_standin import KubeStandIn
+from anklet.dev.fleet.lifecycle import cancel_all
 from anklet.models import Phase
 from anklet.redis_protocol import ControllerProtocol, connect
 from controller.reconciler import Reconciler
@@ -87,9 +88,7 @@ class ControlPlane:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.kube.aclose()
         if self.client is not None:
             with contextlib.suppress(Exception):

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from anklet import keys
 from anklet.dev.fleet.anka_model import AnkaModel, Latencies, ModelTemplate
+from anklet.dev.fleet.lifecycle import cancel_all
 from anklet.redis_protocol import HostProtocol, connect
 from host_agent.agent import Agent, AgentConfig
 from host_agent.facts import HostFacts
@@ -176,14 +177,10 @@ class Fleet:
 
     async def stop(self) -> None:
         """Cancel every agent and every job task it runs, then close the pool."""
-        tasks = [h.task for h in self.hosts.values() if h.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        workers = [t for h in self.hosts.values() for t in h.agent.tasks.values()]
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        left = await cancel_all(h.task for h in self.hosts.values() if h.task is not None)
+        left += await cancel_all(t for h in self.hosts.values() for t in h.agent.tasks.values())
+        if left:
+            log.error("%d simulated-host tasks did not stop: %s", len(left), left[:5])
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
