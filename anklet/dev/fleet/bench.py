@@ -276,6 +276,7 @@ def run_row(sc: Scenario, workdir: Path, *, timeout: float = 240.0) -> tuple[Row
         "scenario": sc.__dict__,
         "status_writes": report["status_writes"],
         "events": report["events"],
+        "snapshot_reads": report["snapshot_reads"],
         "peaks": {k: v for rep in host_reports for k, v in rep["peaks"].items()},
         "unaccounted": [j["name"] for j in jobs if j["host"] is None and j["reason"] != "Unschedulable"],
     }

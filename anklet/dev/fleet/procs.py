@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
 import multiprocessing
+import os
 import random
 import resource
 import time
@@ -129,6 +131,10 @@ class ControllerService:
             "unrouted": dict(kube.unrouted),
             "events": dict(kube.events),
             "standin_cpu": kube.cpu_seconds,
+            "snapshot_reads": {
+                "full": self.plane.reconciler.snapshots.reads,
+                "partial": self.plane.reconciler.snapshots.partial_reads,
+            },
             "usage": usage(),
         }
 
@@ -146,7 +152,20 @@ def _child_main(conn: Connection, kind: str, kwargs: dict[str, Any], log_path: s
     service: AgentsService | ControllerService = (
         AgentsService(**kwargs) if kind == "agents" else ControllerService(**kwargs)
     )
-    asyncio.run(_serve(conn, service))
+    # ANKLET_BENCH_PROFILE=DIR: the controller runs under cProfile and leaves DIR/controller.pstats
+    # (`python -m pstats` or snakeviz read it), to find where a row's controller CPU goes.
+    profile_dir = os.environ.get("ANKLET_BENCH_PROFILE")
+    if kind != "controller" or not profile_dir:
+        asyncio.run(_serve(conn, service))
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(_serve(conn, service))
+    finally:
+        profiler.disable()
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(Path(profile_dir) / "controller.pstats"))
 
 
 async def _serve(conn: Connection, service: AgentsService | ControllerService) -> None:
