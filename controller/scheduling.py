@@ -8,13 +8,14 @@ snapshot can only cause a refused reservation (retried on the next pass), never 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anklet.redis_protocol import HostSnapshot
 from anklet.wire import HostInfo
-from controller.placement import PassIndex
+from controller.placement import PassIndex, class_key
 
 
 class Unfit(enum.StrEnum):
@@ -190,6 +191,7 @@ def plan(
     held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
     # Same answers as `place` for every job, without scanning every host per job (see placement).
     index: PassIndex[JobRequest, _HostState, Unfit] = PassIndex(states, unfit=_unfit, score=_score)
+    hold = _HoldTargets(states)
     holders: set[str] = set()  # jobs a host is held for: `_unfit` depends on their uid
     decisions: list[tuple[JobRequest, Decision]] = []
     for job in order(jobs):
@@ -207,12 +209,13 @@ def plan(
             state.used_cpu += job.cpu
             state.used_memory += job.memory_mib
             index.changed(decision.host)
+            hold.changed(decision.host)
         elif (
             starvation_seconds is not None
             and job.waiting_seconds >= starvation_seconds
             and not decision.permanent
         ):
-            target = _hold_target(job, states)
+            target = hold.target(job)
             if target is not None:
                 target.held_for = job.uid
                 holders.add(job.uid)
@@ -258,6 +261,57 @@ def _hold_target(job: JobRequest, hosts: Mapping[str, _HostState]) -> _HostState
     if not candidates:
         return None
     return min(candidates, key=lambda h: (h.used_slots, h.used_cpu, h.info.name))
+
+
+class _HoldTargets:
+    """`_hold_target` for every starving job of a pass, without scanning every host per job.
+
+    A deep backlog is where jobs starve, and there every job past the threshold asks for a host
+    to hold: scanning all hosts for each made a pass O(starving jobs × hosts). Which hosts can be
+    held for a job depends only on static facts and the job's class (`placement.class_key`), so
+    each class keeps a heap of its candidates ordered like `_hold_target`'s `min`; a host that
+    gets held is dropped when it reaches the top, and one whose usage changed is pushed again
+    with a new version (the stale entry is skipped)."""
+
+    def __init__(self, hosts: Mapping[str, _HostState]) -> None:
+        self.hosts = hosts
+        self._version = dict.fromkeys(hosts, 0)
+        self._heaps: dict[Hashable, tuple[set[str], list[tuple[int, int, str, int]]]] = {}
+
+    def target(self, job: JobRequest) -> _HostState | None:
+        key = class_key(job)
+        entry = self._heaps.get(key)
+        if entry is None:
+            names = {
+                name
+                for name, h in self.hosts.items()
+                if h.ready
+                and h.info.schedulable
+                and _static_unfit(job, h.info) is None
+                and not _never_fits(job, h.info)
+            }
+            heap = [(self.hosts[n].used_slots, self.hosts[n].used_cpu, n, self._version[n]) for n in names]
+            heapq.heapify(heap)
+            entry = self._heaps[key] = (names, heap)
+        heap = entry[1]
+        while heap:
+            _, _, name, version = heap[0]
+            host = self.hosts[name]
+            if host.held_for is not None or version != self._version[name]:
+                heapq.heappop(heap)
+                continue
+            return host
+        return None
+
+    def changed(self, name: str) -> None:
+        """The pass placed a job on `name`: its usage (the heap order) moved."""
+        version = self._version[name] = self._version[name] + 1
+        host = self.hosts[name]
+        if host.held_for is not None:
+            return
+        for names, heap in self._heaps.values():
+            if name in names:
+                heapq.heappush(heap, (host.used_slots, host.used_cpu, name, version))
 
 
 def place(job: JobRequest, hosts: Mapping[str, _HostState]) -> Placement | Unschedulable:

@@ -123,7 +123,7 @@ class ControllerService:
         return {"settled": settled, "placed": placed}
 
     async def report(self) -> dict[str, Any]:
-        kube = self.plane.kube
+        kube, reconciler = self.plane.kube, self.plane.reconciler
         return {
             "jobs": [asdict(r) for r in self.plane.records()],
             "status_writes": kube.status_writes,
@@ -132,8 +132,8 @@ class ControllerService:
             "events": dict(kube.events),
             "standin_cpu": kube.cpu_seconds,
             "snapshot_reads": {
-                "full": self.plane.reconciler.snapshots.reads,
-                "partial": self.plane.reconciler.snapshots.partial_reads,
+                "full": reconciler.snapshots.reads if reconciler else 0,
+                "partial": reconciler.snapshots.partial_reads if reconciler else 0,
             },
             "usage": usage(),
         }
