@@ -14,12 +14,13 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from anklet.config_file import FileSettings
 from anklet.models import AnkaJob, AnkaJobSpec, Phase
 from anklet.plugins import Handler, InvalidJob, NotYet, Stop, Verdict
 from anklet.vmname import PREFIX as VM_PREFIX
@@ -37,10 +38,11 @@ RUN_RUNNER = resources.files("plugins.handlers.github").joinpath("vm/run-runner.
 DEFAULT_RELEASE_URL = "https://api.github.com/repos/actions/runner/releases/latest"
 
 
-class GitHubHandlerSettings(BaseSettings):
-    """Handler-only settings (env prefix `ANKLET_GITHUB_HANDLER_`)."""
+class GitHubHandlerSettings(FileSettings):
+    """Handler-only settings (env prefix `ANKLET_GITHUB_HANDLER_`; file: plugins.github)."""
 
     model_config = SettingsConfigDict(env_prefix="ANKLET_GITHUB_HANDLER_", extra="ignore")
+    config_section: ClassVar[str] = "plugins.github"
 
     runner_scope: str = Field(
         default="repo", pattern="^(repo|org|enterprise)$", description="where JIT runners are registered"

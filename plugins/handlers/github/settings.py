@@ -8,20 +8,22 @@ the first API call. Credentials are SecretStr: they never show in a repr, a log 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from anklet.config_file import FileSettings
 from plugins.handlers.github.ratelimit import RetryPolicy
 from plugins.handlers.github.scope import Scope
 
 DEFAULT_API_URL = "https://api.github.com"
 
 
-class GitHubSettings(BaseSettings):
+class GitHubSettings(FileSettings):
     # hide_input_in_errors: a validation error must not echo a token or key into the log
     model_config = SettingsConfigDict(env_prefix="ANKLET_GITHUB_", extra="ignore", hide_input_in_errors=True)
+    config_section: ClassVar[str] = "plugins.github"  # shared with GitHubHandlerSettings
 
     api_url: str = Field(
         default=DEFAULT_API_URL, description="REST API base URL (GHES: https://HOST/api/v3)."

@@ -7,10 +7,12 @@ line that names the fields and never echoes their values (a token or key must no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from anklet.config_file import FileSettings, LogLevel
 from plugins.handlers.github.scope import Scope, ScopeKind
 from plugins.handlers.github.settings import GitHubSettings
 
@@ -21,10 +23,11 @@ class ConfigError(ValueError):
     """The configuration cannot work; the message is one line for the log."""
 
 
-class ReceiverSettings(BaseSettings):
+class ReceiverSettings(FileSettings):
     model_config = SettingsConfigDict(
         env_prefix="ANKLET_RECEIVER_", extra="ignore", hide_input_in_errors=True
     )
+    config_section: ClassVar[str] = "receiver"
 
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
@@ -33,6 +36,7 @@ class ReceiverSettings(BaseSettings):
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, description="Larger bodies get 413.")
     dedupe_size: int = Field(default=10_000, ge=0, description="Delivery ids remembered per process.")
     redelivery: bool = Field(default=True, description="Scan for missed deliveries (needs hook_id).")
+    log_level: LogLevel = "INFO"
 
 
 @dataclass(frozen=True)
