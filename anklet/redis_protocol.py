@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from anklet import keys
+from anklet.redis_tls import RedisTLS, client_options
 from anklet.wire import DesiredVM, HostConfig, HostInfo, Observation, Reservation, StopReason
 
 # KEYS: info, alloc, desired, inbox, lease
@@ -84,11 +85,12 @@ return 1
 """
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, tls: RedisTLS | None = None) -> aioredis.Redis:
     """A client whose individual commands retry briefly on connection errors.
 
     Longer outages are handled by the callers' loops (see `anklet.backoff`), which log one
-    line per outage instead of one per command.
+    line per outage instead of one per command. `tls` applies to `rediss://` URLs (the
+    processes pass their settings' `redis_tls()`); it raises RedisTLSError on a mismatch.
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
@@ -105,6 +107,7 @@ def connect(url: str) -> aioredis.Redis:
         # A hung server (not a refused connection) must surface as an error, not a hang; the
         # longest blocking read we issue (BLPOP/XREAD) is 10 s, well inside this.
         socket_timeout=30,
+        **client_options(url, tls),
     )
 
 
@@ -227,6 +230,8 @@ class ControllerProtocol:
         self._reserve = client.register_script(_RESERVE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._cancel = client.register_script(_CANCEL_LUA)
+        self._parsed_info: dict[str, tuple[str, HostInfo]] = {}  # host -> (registration text, parsed)
+        self._parsed_allocs: dict[str, Reservation] = {}
 
     async def put_host_config(self, host: str, config: HostConfig) -> None:
         """Tell a host what the operator wants of it beyond its jobs (prePull, ...), and wake it."""
@@ -248,9 +253,14 @@ class ControllerProtocol:
         names = cast(set[str], await self.client.smembers(keys.hosts_index()))
         return sorted(names)
 
-    async def snapshot(self) -> list[HostSnapshot]:
-        """Every registered host with its lease state and allocations, in one pipeline."""
-        names = await self.host_names()
+    async def snapshot(self, names: Sequence[str] | None = None) -> list[HostSnapshot]:
+        """Registered hosts (all, or just `names`) with lease state and allocations, in one pipeline.
+
+        A host that is not (or no longer) registered is left out. Registrations change rarely
+        but are the bulk of what a fleet read parses, so each host's parsed registration is kept
+        with the exact text it came from and reused while Redis holds that same text."""
+        if names is None:
+            names = await self.host_names()
         if not names:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -260,19 +270,32 @@ class ControllerProtocol:
             pipe.hvals(keys.host_alloc(name))
         raw: list[Any] = await pipe.execute()
         result = []
-        for i, _name in enumerate(names):
+        for i, name in enumerate(names):
             info_json, lease, allocs = raw[3 * i : 3 * i + 3]
             if not info_json:
+                self._parsed_info.pop(name, None)
                 continue
+            cached = self._parsed_info.get(name)
+            if cached is None or cached[0] != info_json:
+                cached = self._parsed_info[name] = (info_json, HostInfo.model_validate_json(info_json))
             result.append(
                 HostSnapshot(
-                    info=HostInfo.model_validate_json(info_json),
+                    info=cached[1],
                     ready=lease is not None,
-                    reservations=tuple(Reservation.model_validate_json(a) for a in allocs),
+                    reservations=tuple(self._reservation(a) for a in allocs),
                     heartbeat=_float(lease),
                 )
             )
         return result
+
+    def _reservation(self, text: str) -> Reservation:
+        """Parse one allocation; reservations are immutable once written, so parse each text once."""
+        parsed = self._parsed_allocs.get(text)
+        if parsed is None:
+            if len(self._parsed_allocs) >= 100_000:  # bounded: old texts are dropped wholesale
+                self._parsed_allocs.clear()
+            parsed = self._parsed_allocs[text] = Reservation.model_validate_json(text)
+        return parsed
 
     async def reserve(self, host: str, desired: DesiredVM) -> str:
         """Reserve capacity and publish the desired VM atomically; 'OK' or the refusal reason."""
