@@ -159,6 +159,34 @@ class KubeClient:
         if response.status_code not in (200, 202, 404):
             raise KubeError(response.status_code, response.text[:500])
 
+    @staticmethod
+    def _lease_path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease (leader election); None when there is none."""
+        return await self._lease_call("GET", self._lease_path(namespace, name), None, absent=404)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a Lease; None when one of that name exists already (another replica won)."""
+        return await self._lease_call("POST", self._lease_path(namespace), body, absent=409)
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT a Lease, conditional on the body's resourceVersion; None on 409 (someone wrote since)."""
+        return await self._lease_call("PUT", self._lease_path(namespace, name), body, absent=409)
+
+    async def _lease_call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, absent: int
+    ) -> dict[str, Any] | None:
+        response = await self._http.request(method, path, json=body)
+        if response.status_code == absent:
+            return None
+        if response.status_code >= 400:
+            raise KubeError(response.status_code, response.text[:500])
+        result: dict[str, Any] = response.json()
+        return result
+
     async def event(self, job: models.AnkaJob, *, reason: str, message: str, type_: str = "Normal") -> None:
         """Post a core/v1 Event about the job (best effort: an Event is never worth a retry loop)."""
         involved = {
