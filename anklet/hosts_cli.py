@@ -1,121 +1,139 @@
 """`anklet hosts …`: list, cordon, uncordon and drain Macs through their AnkaHost objects.
 
-Works against any cluster (kubeconfig or in-cluster) and the dev stack alike; a drain cordons
-the host and then follows its AnkaHost with a watch until no VM is left, printing progress.
+Works against any cluster (kubeconfig or in-cluster) and the dev stack alike. The listing has
+the columns of `kubectl get ah` (`-o wide` adds the wide ones) plus the templates count; a drain
+cordons the host and then follows its AnkaHost with a watch until no VM is left, showing the jobs
+still there: updated in place on a terminal, one line per change otherwise (logs, CI).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import httpx
 
-from anklet import models
+from anklet import host_views, kubeapi, tables
 
-_HOSTS = f"/apis/{models.GROUP}/{models.VERSION}/{models.HOST_PLURAL}"
-
-
-class HostsError(RuntimeError):
-    pass
+HostsError = kubeapi.ApiError
+client = kubeapi.client
+_HOSTS = kubeapi.HOSTS_PATH
 
 
-def client(kubeconfig: str | None) -> httpx.Client:
-    from controller.kube import load_connection
-
-    conn = load_connection(kubeconfig)
-    headers = {"Accept": "application/json"}
-    if conn.token:
-        headers["Authorization"] = f"Bearer {conn.token}"
-    verify: bool | str = (not conn.insecure) and (conn.ca_path or True)
-    cert = (conn.cert_path, conn.key_path) if conn.cert_path and conn.key_path else None
-    return httpx.Client(base_url=conn.server, headers=headers, verify=verify, cert=cert, timeout=30.0)
-
-
-def _check(response: httpx.Response, what: str) -> dict[str, Any]:
-    if response.status_code == 404:
-        raise HostsError(f"{what}: not found")
-    if response.status_code >= 400:
-        raise HostsError(f"{what}: the API answered {response.status_code}: {response.text[:300]}")
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def list_hosts(http: httpx.Client, out: TextIO = sys.stdout) -> int:
-    items = _check(http.get(_HOSTS), "listing AnkaHosts").get("items", [])
-    rows = [("NAME", "READY", "CORDONED", "VMS", "CPU", "MEMORY", "ANKA", "JOBS")]
-    for item in sorted(items, key=lambda i: i["metadata"]["name"]):
-        s, spec = item.get("status") or {}, item.get("spec") or {}
-        rows.append(
-            (
-                item["metadata"]["name"],
-                str(s.get("ready", False)),
-                str(spec.get("unschedulable", False)),
-                s.get("vms", "-"),
-                s.get("cpu", "-"),
-                s.get("memory", "-"),
-                s.get("ankaVersion", "-"),
-                str(len(s.get("jobs", []))),
-            )
+def list_hosts(
+    http: httpx.Client,
+    out: TextIO = sys.stdout,
+    *,
+    output: str = "table",
+    color: bool | None = None,
+    now: datetime | None = None,
+) -> int:
+    """The fleet as a table (`output` "table" or "wide"; colored on a terminal unless NO_COLOR)
+    or as JSON/YAML records."""
+    now = now or datetime.now(UTC)
+    if color is None:
+        color = tables.color_enabled(out, os.environ)
+    items, _ = kubeapi.list_objects(http, _HOSTS, "listing AnkaHosts")
+    if output in ("json", "yaml"):
+        records = [host_views.host_record(h, now) for h in sorted(items, key=lambda h: h["metadata"]["name"])]
+        out.write(tables.dump({"items": records}, output))
+        return 0
+    columns = host_views.host_columns(wide=output == "wide")
+    out.write(
+        tables.render(
+            host_views.host_headers(columns), host_views.host_rows(items, columns, now), color=color
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    )
     return 0
 
 
 def set_cordon(http: httpx.Client, name: str, cordoned: bool, out: TextIO = sys.stdout) -> int:
-    _check(
-        http.patch(
-            f"{_HOSTS}/{name}",
-            json={"spec": {"unschedulable": cordoned}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        ),
+    kubeapi.request(
+        http,
+        "PATCH",
+        f"{_HOSTS}/{name}",
         f"ankahost/{name}",
+        json={"spec": {"unschedulable": cordoned}},
+        headers={"Content-Type": "application/merge-patch+json"},
     )
     print(f"ankahost/{name} {'cordoned' if cordoned else 'uncordoned'}", file=out)
     return 0
 
 
-def drain(http: httpx.Client, name: str, *, timeout: float, out: TextIO = sys.stdout) -> int:
-    """Cordon, then follow the host until its last VM is gone (or the timeout passes)."""
+class _Progress:
+    """Prints drain progress: rewriting one line on a terminal, a line per change elsewhere."""
+
+    def __init__(self, out: TextIO, tty: bool) -> None:
+        self.out, self.tty = out, tty
+        self.last: host_views.DrainProgress | None = None
+        self.open_line = False
+
+    def show(self, progress: host_views.DrainProgress) -> None:
+        if progress == self.last:
+            return
+        self.last = progress
+        if progress.done:
+            self.finish(progress.line())
+        elif self.tty:
+            self.out.write("\r\x1b[K" + progress.line())
+            self.out.flush()
+            self.open_line = True
+        else:
+            print(progress.line(), file=self.out, flush=True)
+
+    def end_line(self) -> None:
+        if self.open_line:
+            self.out.write("\n")
+            self.out.flush()
+            self.open_line = False
+
+    def finish(self, line: str) -> None:
+        self.end_line()
+        print(line, file=self.out, flush=True)
+
+
+def drain(
+    http: httpx.Client,
+    name: str,
+    *,
+    timeout: float,
+    out: TextIO = sys.stdout,
+    tty: bool | None = None,
+) -> int:
+    """Cordon, then follow the host until its last VM is gone (or the timeout passes, or Ctrl-C:
+    the host stays cordoned either way, and the exit code is 1 unless it drained)."""
     set_cordon(http, name, True, out)
+    progress = _Progress(out, out.isatty() if tty is None else tty)
     deadline = time.monotonic() + timeout
-    host = _check(http.get(f"{_HOSTS}/{name}"), f"ankahost/{name}")
-    last = None
-    while True:
-        used = ((host.get("status") or {}).get("allocated") or {}).get("vmSlots", 0)
-        jobs = (host.get("status") or {}).get("jobs", [])
-        if used != last:
-            print(f"ankahost/{name}: {used} VM(s) left {jobs}", file=out)
-            last = used
-        if used == 0:
-            print(f"ankahost/{name} drained", file=out)
+    what = f"ankahost/{name}"
+    selector = {"fieldSelector": f"metadata.name={name}"}
+    items, rv = kubeapi.list_objects(http, _HOSTS, what, selector)
+    if not items:
+        raise HostsError(f"{what}: not found")
+    host: dict[str, Any] = items[0]
+    try:
+        progress.show(host_views.drain_progress(host))
+        if progress.last is not None and progress.last.done:
             return 0
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            print(f"ankahost/{name}: still {used} VM(s) after {timeout:.0f} s", file=out)
-            return 1
-        host = _next_version(http, name, host, remaining) or host
-
-
-def _next_version(
-    http: httpx.Client, name: str, host: dict[str, Any], remaining: float
-) -> dict[str, Any] | None:
-    params = {
-        "watch": "true",
-        "fieldSelector": f"metadata.name={name}",
-        "resourceVersion": host["metadata"].get("resourceVersion", "0"),
-        "timeoutSeconds": str(max(1, min(30, int(remaining)))),
-    }
-    with http.stream("GET", _HOSTS, params=params, timeout=remaining + 5) as stream:
-        for line in stream.iter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if event.get("type") in ("ADDED", "MODIFIED"):
-                obj: dict[str, Any] = event["object"]
-                return obj
-    return None
+        changes = kubeapi.follow(http, _HOSTS, what, resource_version=rv, params=selector, deadline=deadline)
+        for change in changes:
+            latest = change.items[0] if change.type == "RELISTED" and change.items else change.object
+            if change.type == "DELETED" or not latest:
+                progress.finish(f"{what} was deleted")
+                return 1
+            host = latest
+            progress.show(host_views.drain_progress(host))
+            if progress.last is not None and progress.last.done:
+                return 0
+    except KeyboardInterrupt:
+        vms = host_views.drain_progress(host).vms
+        progress.finish(f"{what}: stopped following with {vms} VM(s) left; it stays cordoned")
+        return 1
+    finally:
+        progress.end_line()  # an error must not leave the cursor mid-line
+    vms = host_views.drain_progress(host).vms
+    progress.finish(f"{what}: still {vms} VM(s) after {timeout:.0f} s")
+    return 1

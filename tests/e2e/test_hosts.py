@@ -46,12 +46,14 @@ def test_cordon_with_kubectl_patch_and_drain_with_anklet(stack: DevStack, kubect
     )  # fmt: skip
     assert drain.returncode == 0, drain.stderr
     assert "ankahost/mac-2 cordoned" in drain.stdout and "ankahost/mac-2 drained" in drain.stdout
+    assert "ankahost/mac-2: 1 job left (1 VM): default/avoids-mac-1\n" in drain.stdout, "the drain's progress"
     assert kubectl.job("avoids-mac-1")["status"]["phase"] == "Succeeded", "drain waited for the running job"
     listing = subprocess.run(
         [sys.executable, "-m", "anklet.cli", "hosts", "--kubeconfig", stack.endpoints["kubeconfig"]],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    assert "mac-2" in listing and "True" in listing
+    assert listing.split()[:7] == ["NAME", "READY", "VMS", "CPU", "MEMORY", "TEMPLATES", "AGE"]
+    assert "mac-2" in listing and "true" in listing
     kubectl("patch", "ankahost", "mac-2", "--type=merge", "-p", '{"spec":{"unschedulable":false}}')
 
 
