@@ -48,13 +48,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="anklet.dev")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    redis = connect(config.redis_url.get_secret_value())
+    redis = connect(config.redis_url.get_secret_value(), config.redis_tls())
     kube = KubeClient.from_environment(config.kubeconfig)
     reconciler = Reconciler(
         ControllerProtocol(redis),
         kube,
         resync_seconds=config.resync_seconds,
         host_lost_seconds=config.host_lost_seconds,
+        metrics=memo.get("metrics"),  # served by `anklet controller` (cli), when it passes them
     )
     memo.redis, memo.kube, memo.reconciler = redis, kube, reconciler
     memo.tasks = [

@@ -24,12 +24,30 @@ from redis.exceptions import RedisError
 
 from anklet import plugins
 from anklet.backoff import Backoff
+from anklet.logcontext import job_fields, log_context
 from anklet.models import AnkaHostSpec, AnkaHostStatus, AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
 from anklet.wire import DesiredVM, HostConfig, Observation, ObservedPhase, Reservation, StopReason
 from controller import hosts, phases, scheduling
+from controller.events import (
+    WARNING,
+    Event,
+    EventLedger,
+    HostView,
+    host_events,
+    is_phase_change,
+    job_events,
+)
 from controller.kube import KubeClient, KubeError
+from controller.metrics import (
+    STAGES,
+    ControllerMetrics,
+    decision_label,
+    phase_started,
+    queued_since,
+    refusal_label,
+)
 from controller.resources import resolve_resources
 from controller.snapshots import SnapshotCache
 
@@ -93,6 +111,7 @@ class Reconciler:
         host_lost_seconds: float = 30.0,
         starvation_seconds: float = 600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.proto = proto
         self.kube = kube
@@ -120,6 +139,15 @@ class Reconciler:
         self._mirror_all = True
         self._host_mirror_failed = False
         self._host_configs: dict[str, HostConfig] = {}
+        # Observability: Events once per transition, stage timings, the fleet for the gauges.
+        self.fleet: list[HostSnapshot] = []  # the last fleet read (the metrics' fleet gauges)
+        self._ledger = EventLedger()  # transitions already posted as Events, per job uid
+        self._since: dict[str, tuple[Phase, float]] = {}  # when each job entered its phase (Unix)
+        self._host_views: dict[str, HostView] = {}  # what each AnkaHost's Events last said
+        self._host_uids: dict[str, str] = {}
+        self._lost_reported: set[str] = set()
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.metrics.bind(self)
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -130,6 +158,8 @@ class Reconciler:
         if deleted:
             self.jobs.pop(uid, None)
             self._versions.pop(uid, None)
+            self._ledger.forget(uid)
+            self._since.pop(uid, None)
             self._capacity_changed = True
             self._wake.set()
             return
@@ -141,6 +171,9 @@ class Reconciler:
         except ValidationError as exc:
             log.error("ignoring malformed AnkaJob %s: %s", body.get("metadata", {}).get("name"), exc)
             return
+        if uid not in self.jobs and job.status.phase == Phase.PENDING and job.status.attempts == 0:
+            first_seen = self.clock().timestamp()
+            self._since[uid] = (Phase.PENDING, queued_since(job.metadata.creation_timestamp, first_seen))
         self.jobs[uid] = job
         self._versions[uid] = rv
         self.mark(uid)
@@ -153,7 +186,10 @@ class Reconciler:
         if deleted:
             self.host_specs.pop(name, None)
             self.host_statuses.pop(name, None)
+            self._host_views.pop(name, None)
+            self._host_uids.pop(name, None)
         else:
+            self._host_uids[name] = body.get("metadata", {}).get("uid", "")
             try:
                 spec = AnkaHostSpec.model_validate(body.get("spec") or {})
                 status = AnkaHostStatus.model_validate(body.get("status") or {})
@@ -174,9 +210,10 @@ class Reconciler:
         self._dirty.add(uid)
         self._wake.set()
 
-    def capacity_changed(self) -> None:
+    def capacity_changed(self, host: str | None = None) -> None:
+        """Re-plan pending jobs; capacity moved on `host` (only its view is read again) or anywhere."""
         self._capacity_changed = True
-        self.snapshots.invalidate()
+        self.snapshots.invalidate(host)
         self._wake.set()
 
     async def wait_settled(self, uid: str, timeout: float) -> bool:
@@ -255,7 +292,7 @@ class Reconciler:
                         self._hosts_touched.add(event["host"])
                     else:
                         self._mirror_all = True
-                    self.capacity_changed()
+                    self.capacity_changed(event.get("host") or None)
 
     async def _retrying(self, fn: Callable[[], Any]) -> Any:
         backoff = Backoff(log, "redis")
@@ -275,8 +312,8 @@ class Reconciler:
         or that have none yet): a release on one Mac must not cost a status build for every Mac.
         Everything is mirrored on resync, which also carries the heartbeat-only updates."""
         snapshot = await self.snapshots.get()
+        self.fleet = snapshot
         now = time.monotonic()
-        was_lost = self.loss.lost_hosts(now)
         self.loss.update(snapshot, now)
         names = {uid: f"{j.metadata.namespace}/{j.metadata.name}" for uid, j in self.jobs.items()}
         for snap in snapshot:
@@ -285,15 +322,20 @@ class Reconciler:
             if changed is not None and snap.info.name not in changed and unchanged:
                 continue
             try:
-                await self._mirror_host(snap, names)
+                with log_context(host=snap.info.name):
+                    await self._mirror_host(snap, names)
             except KubeError as exc:
                 # Without the AnkaHost CRD (or its RBAC) hosts still schedule; say so once.
                 if not self._host_mirror_failed:
                     log.error("cannot mirror hosts into AnkaHost objects: %s", exc)
                 self._host_mirror_failed = True
-        for lost in self.loss.lost_hosts(now) - was_lost:
-            log.warning("host %s lost: no heartbeat for %.0f s; moving its jobs", lost, self.loss.grace)
         lost_now = self.loss.lost_hosts(now)
+        for lost in sorted(lost_now - self._lost_reported):
+            message = f"no heartbeat for {self.loss.grace:.0f} s: jobs not yet running move to other hosts"
+            with log_context(host=lost):
+                log.warning("host %s lost: %s", lost, message)
+            await self._host_event(lost, Event("HostLost", message, WARNING))
+        self._lost_reported = lost_now
         for uid, job in self.jobs.items():
             if job.status.host in lost_now and not job.status.phase.is_terminal():
                 self.mark(uid)
@@ -302,9 +344,11 @@ class Reconciler:
         name = snap.info.name
         previous = self.host_statuses.get(name)
         status = hosts.build_status(snap, jobs=hosts.job_names(snap, names), previous=previous)
-        if name not in self.host_specs and await self.kube.create_host(name) is not None:
+        if name not in self.host_specs and (created := await self.kube.create_host(name)) is not None:
             log.info("AnkaHost %s created for a newly registered Mac", name)
             self.host_specs[name] = AnkaHostSpec()
+            self._host_uids[name] = created.get("metadata", {}).get("uid", "")
+            await self._host_event(name, Event("Registered", f"a Mac registered as {name}"))
         spec = self.host_specs.get(name)
         if spec is not None:
             config = HostConfig(pre_pull=spec.pre_pull, unschedulable=spec.unschedulable, labels=spec.labels)
@@ -312,17 +356,46 @@ class Reconciler:
                 await self.proto.put_host_config(name, config)
                 self._host_configs[name] = config
         patch = hosts.status_patch(status, previous)
-        if patch is None:
-            return
-        body = await self.kube.patch_host_status(name, patch)
-        if body is not None:
-            self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
-        self._host_mirror_failed = False
-        if previous is not None and previous.ready != status.ready:
-            if status.ready:
-                log.info("host %s is Ready", name)
-            else:
-                log.warning("host %s is NotReady: its heartbeat lease expired", name)
+        if patch is not None:
+            body = await self.kube.patch_host_status(name, patch)
+            if body is not None:
+                self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
+                uid = body.get("metadata", {}).get("uid", "")
+                self._host_uids[name] = uid or self._host_uids.get(name, "")
+            self._host_mirror_failed = False
+        await self._host_transitions(name, status, previous, spec)
+
+    async def _host_transitions(
+        self, name: str, status: AnkaHostStatus, previous: AnkaHostStatus | None, spec: AnkaHostSpec | None
+    ) -> None:
+        """Post the AnkaHost's Events for what changed since its Events last spoke (so a write
+        repeated from a stale view says nothing twice)."""
+        after = HostView(
+            ready=status.ready,
+            cordoned=spec is not None and spec.unschedulable,
+            draining=status.draining,
+            vms=status.allocated.vm_slots,
+        )
+        before = self._host_views.get(name)
+        if before is None and previous is not None:
+            # First look in this process: compare with what the AnkaHost said (not the cordon:
+            # what it was before is unknown, and a restart must not announce it again).
+            before = HostView(
+                ready=previous.ready,
+                cordoned=after.cordoned,
+                draining=previous.draining,
+                vms=previous.allocated.vm_slots,
+            )
+        self._host_views[name] = after
+        for event in host_events(before, after):
+            logger = log.warning if event.type == WARNING else log.info
+            logger("host %s: %s: %s", name, event.reason, event.message)
+            await self._host_event(name, event)
+
+    async def _host_event(self, name: str, event: Event) -> None:
+        await self.kube.host_event(
+            name, self._host_uids.get(name, ""), reason=event.reason, message=event.message, type_=event.type
+        )
 
     async def sweep_plugins(self) -> None:
         """Let each handler remove its leftovers (e.g. runner registrations nothing owns)."""
@@ -348,7 +421,7 @@ class Reconciler:
                 if now - first >= self.resync_seconds:
                     log.warning("releasing %s on %s: its AnkaJob no longer exists", r.uid, host.info.name)
                     await self.proto.release(host.info.name, r.uid, r.attempt)
-                    self.capacity_changed()
+                    self.capacity_changed(host.info.name)
         self._orphans = seen
 
     # ----- one pass -----------------------------------------------------------------------
@@ -356,7 +429,7 @@ class Reconciler:
         pending: dict[str, AnkaJob] = {}
 
         async def one(uid: str, job: AnkaJob) -> None:
-            if await self._reconcile_one(job):
+            if await self._scoped(job, self._reconcile_one(job)):
                 pending[uid] = job
 
         # Jobs waiting for a host go first (dispatch latency is theirs to lose; reconciling them
@@ -375,6 +448,21 @@ class Reconciler:
         await _bounded(one(uid, job) for uid, job in current.items() if uid not in waiting)
         if pending:  # requeued by what was just reconciled (a retry, a lost host)
             await self._schedule(list(pending.values()))
+
+    @staticmethod
+    async def _scoped(job: AnkaJob, step: Awaitable[T]) -> T:
+        """Run one job's step with the job in the log context of every line it writes."""
+        status = job.status
+        fields = job_fields(
+            job.metadata.namespace,
+            job.metadata.name,
+            uid=job.metadata.uid,
+            attempt=status.attempts,
+            host=status.host,
+            vm=status.vm_name,
+        )
+        with log_context(**fields):
+            return await step
 
     @staticmethod
     def _wants_host(job: AnkaJob) -> bool:
@@ -399,7 +487,7 @@ class Reconciler:
         try:
             plugin = plugins.handler(job.spec.handler)
         except plugins.UnknownPlugin as exc:
-            await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+            await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc))
             return False
         stop = await self._plugin_call(job, plugin.check(job))
         if stop is not None and stop.retry and status.host is None:
@@ -415,7 +503,7 @@ class Reconciler:
             try:
                 plugin.validate(job.spec)
             except plugins.InvalidJob as exc:
-                await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc), event_type="Warning")
+                await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc))
                 return False
             return True
         host, uid = status.host, job.metadata.uid
@@ -433,7 +521,7 @@ class Reconciler:
                 job = await self._write(job, outcome.patch)
             if outcome.release:
                 await self.proto.release(host, uid, obs.attempt)
-                self.capacity_changed()
+                self.capacity_changed(host)
                 if not job.status.phase.is_terminal():  # a retry: clean up after the ended attempt
                     self._background.add(asyncio.get_running_loop().create_task(self._cleanup(before)))
                 return self._wants_host(job)
@@ -442,7 +530,7 @@ class Reconciler:
             if not await self.proto.cancel(host, uid, stop=recorded) and obs is None and stop and stop.retry:
                 job = await self._write(job, phases.requeue(status, reason=stop.reason, message=stop.message))
                 await self.proto.release(host, uid, status.attempts)
-                self.capacity_changed()
+                self.capacity_changed(host)
                 return self._wants_host(job)
             if not await self.proto.cancel(host, uid) and obs is None:
                 phase, reason, message = (
@@ -452,17 +540,14 @@ class Reconciler:
                 )
                 await self._finish(job, phase, reason, message)
                 await self.proto.release(host, uid, status.attempts)
-                self.capacity_changed()
+                self.capacity_changed(host)
             return False
         if self.loss.lost(host, time.monotonic()):
             patch = phases.host_lost(status, backoff_limit=job.spec.backoff_limit, now=now)
             if patch is not None:
-                job = await self._write(job, patch)
-                await self.kube.event(
-                    job, reason="HostLost", message=f"host {host} stopped heartbeating", type_="Warning"
-                )
+                job = await self._write(job, patch)  # its Event: Failed (HostLost) or HostLost (retry)
             await self.proto.release(host, uid, status.attempts)
-            self.capacity_changed()
+            self.capacity_changed(host)
             return self._wants_host(job)
         desired = await self.proto.desired(host, uid)
         if obs is None and desired is None:
@@ -563,10 +648,20 @@ class Reconciler:
         loop.call_later(delay, self.mark, uid)
 
     async def _schedule(self, jobs: list[AnkaJob]) -> None:
+        """One scheduling pass, timed and counted for the metrics."""
+        started = time.perf_counter()
+        try:
+            await self._schedule_pass(jobs)
+        finally:
+            self.metrics.passes.inc()
+            self.metrics.pass_duration.observe(time.perf_counter() - started)
+
+    async def _schedule_pass(self, jobs: list[AnkaJob]) -> None:
         jobs.sort(
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
         raw = await self.snapshots.get()
+        self.fleet = raw
         self.loss.update(raw, time.monotonic())
         snapshot = [hosts.effective(s, self.host_specs.get(s.info.name)) for s in raw]
         sizes = await self.proto.template_sizes()
@@ -600,6 +695,8 @@ class Reconciler:
             )
             by_uid[job.metadata.uid] = job
         decisions = scheduling.plan(requests, snapshot, starvation_seconds=self.starvation_seconds)
+        for _, decision in decisions:
+            self.metrics.decisions.labels(decision=decision_label(decision)).inc()
         # Dispatch first: every placement of the pass is reserved (which wakes its host) before
         # any status is written, so a large pass does not keep the last host waiting for every
         # earlier job's status and Event writes. Each job's own order is unchanged (reserve, then
@@ -607,13 +704,16 @@ class Reconciler:
         reserved: dict[str, tuple[DesiredVM, str] | Exception] = {}
 
         async def reserve(job: AnkaJob, request: scheduling.JobRequest, host: str) -> None:
-            reserved[job.metadata.uid] = await self._reserve(job, request, host)
+            reserved[job.metadata.uid] = await self._scoped(job, self._reserve(job, request, host))
 
         await _bounded(
             reserve(by_uid[r.uid], r, d.host) for r, d in decisions if isinstance(d, scheduling.Placement)
         )
         await _bounded(
-            self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid))
+            self._scoped(
+                by_uid[r.uid],
+                self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid)),
+            )
             for r, d in decisions
             # A waiting job whose status already gives this reason needs nothing: skip the step.
             if not (
@@ -643,20 +743,19 @@ class Reconciler:
             return
         if isinstance(decision, scheduling.ReleaseStale):
             await self.proto.release(decision.host, job.metadata.uid, decision.attempt)
-            self.capacity_changed()
+            self.capacity_changed(decision.host)
             return
         if isinstance(decision, scheduling.Unschedulable):
             if decision.permanent:
-                await self._finish(job, Phase.FAILED, "Unschedulable", decision.message, event_type="Warning")
+                await self._finish(job, Phase.FAILED, "Unschedulable", decision.message)
                 return
             patch = phases.pending_unschedulable(job.status, decision.message, now)
             if patch is not None:
-                await self._write(job, patch)
-                await self.kube.event(job, reason="Unschedulable", message=decision.message, type_="Warning")
+                await self._write(job, patch)  # its Event: Unschedulable, with the new reason
             return
         outcome = reserved if reserved is not None else await self._reserve(job, request, decision.host)
         if isinstance(outcome, Exception):
-            await self._finish(job, Phase.FAILED, "InvalidSpec", str(outcome), event_type="Warning")
+            await self._finish(job, Phase.FAILED, "InvalidSpec", str(outcome))
             return
         desired, result = outcome
         if result != "OK":
@@ -664,10 +763,7 @@ class Reconciler:
         attempt, vm_name = desired.attempt, desired.vm_name
         patch = phases.scheduled(job.status, host=decision.host, vm_name=vm_name, attempt=attempt, now=now)
         if patch is not None:
-            job = await self._write(job, patch)
-            await self.kube.event(
-                job, reason="Scheduled", message=f"attempt {attempt} placed on {decision.host}"
-            )
+            job = await self._write(job, patch)  # its Event: Scheduled
         # The host is already pulling and cloning; the secrets race it and usually win.
         await self._ensure_secrets(
             job, plugins.handler(job.spec.handler), decision.host, desired, sizing_done=False
@@ -700,7 +796,8 @@ class Reconciler:
         result = await self.proto.reserve(host, desired)
         if result != "OK":
             log.info("reservation of %s on %s refused (%s); rescheduling", job.metadata.name, host, result)
-            self.capacity_changed()
+            self.metrics.reservations_refused.labels(reason=refusal_label(result)).inc()
+            self.capacity_changed(host)
         else:
             self._hosts_touched.add(host)  # its AnkaHost shows the allocation at the next mirror
             self.snapshots.reserved(
@@ -710,13 +807,10 @@ class Reconciler:
         return desired, result
 
     # ----- writes -------------------------------------------------------------------------
-    async def _finish(
-        self, job: AnkaJob, phase: Phase, reason: str, message: str, event_type: str = "Normal"
-    ) -> None:
+    async def _finish(self, job: AnkaJob, phase: Phase, reason: str, message: str) -> None:
         patch = phases.finished(job.status, phase, reason=reason, message=message, now=self.clock())
         if patch is not None:
-            await self._write(job, patch)
-            await self.kube.event(job, reason=reason, message=message, type_=event_type)
+            await self._write(job, patch)  # its Event: Succeeded, Failed or Cancelled
 
     async def _write(self, job: AnkaJob, patch: phases.Patch) -> AnkaJob:
         body = await self.kube.patch_status(job.metadata.namespace, job.metadata.name, patch)
@@ -739,13 +833,39 @@ class Reconciler:
             )
             if after.is_terminal():
                 self._background.add(asyncio.get_running_loop().create_task(self._cleanup(updated)))
-                if after != Phase.CANCELLED or before != Phase.PENDING:
-                    await self.kube.event(
-                        updated, reason=after.value, message=updated.status.message or after.value
-                    )
                 self._settle(updated)
                 self._plan_gc(updated)
+        await self._transition(job, updated)
         return updated
+
+    async def _transition(self, before: AnkaJob, after: AnkaJob) -> None:
+        """Post the Events of the transition this write made, once each (the ledger drops what a
+        repeated step or a stale view would post again), and time the stage that ended."""
+        uid = after.metadata.uid
+        for event in job_events(before.status, after.status, backoff_limit=after.spec.backoff_limit):
+            if not self._ledger.fresh(uid, event.key):
+                continue
+            if is_phase_change(event):
+                self._measure(before, after, event)
+            await self.kube.event(after, reason=event.reason, message=event.message, type_=event.type)
+
+    def _measure(self, before: AnkaJob, after: AnkaJob, event: Event) -> None:
+        uid, now = after.metadata.uid, self.clock().timestamp()
+        left, entered = before.status.phase, after.status.phase
+        created = before.metadata.creation_timestamp
+        started = phase_started(before.status, self._since.get(uid), created=created)
+        stage = STAGES.get(left)
+        if stage is not None and started is not None and now >= started:
+            self.metrics.stage_duration.labels(stage=stage).observe(now - started)
+            if left == Phase.PENDING and entered == Phase.SCHEDULED and before.status.attempts == 0:
+                self.metrics.scheduling_latency.observe(now - started)
+        if entered.is_terminal():
+            self.metrics.finished.labels(phase=entered.value).inc()
+            self._since.pop(uid, None)
+            return
+        if entered == Phase.PENDING:
+            self.metrics.retries.labels(reason=event.reason).inc()
+        self._since[uid] = (entered, now)
 
     async def _cleanup(self, job: AnkaJob) -> None:
         with contextlib.suppress(plugins.UnknownPlugin):

@@ -18,12 +18,14 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from anklet.backoff import Backoff
+from anklet.logcontext import job_fields, log_context
 from anklet.redis_protocol import HostProtocol
 from anklet.vmname import NotManagedByAnklet, VMName
 from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
 from host_agent.anka import AnkaDriver, AnkaError, VMInfo
 from host_agent.converge import Action, Desire, Outcome, decide
 from host_agent.facts import HostFacts
+from host_agent.metrics import AgentMetrics
 from host_agent.mounts import unsupported_reason
 from host_agent.prepull import PrePuller
 from host_agent.reporter import Reporter
@@ -57,7 +59,15 @@ def outcome_of(obs: Observation | None, key: VMName) -> Outcome:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, proto: HostProtocol, anka: AnkaDriver, facts: HostFacts) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        proto: HostProtocol,
+        anka: AnkaDriver,
+        facts: HostFacts,
+        *,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.config = config
         self.proto = proto
         self.anka = anka
@@ -75,6 +85,7 @@ class Agent:
             ),
             in_use=lambda: self._desired_templates,
             pinned=lambda: self.prepull.pinned(),  # noqa: PLW0108 (self.prepull comes next)
+            observer=metrics,
         )
         self.prepull = PrePuller(proto.host_config, self.templates, retry_seconds=config.resync_seconds)
         self.tasks: dict[VMName, asyncio.Task[None]] = {}
@@ -83,6 +94,21 @@ class Agent:
         self._backoff = Backoff(log, "host agent")
         self._stop = asyncio.Event()
         self._tick = asyncio.Event()
+        # What the last converge saw, for the metrics' gauges.
+        self.vms_running = 0
+        self.vms_desired = 0
+        if metrics is not None:
+            metrics.bind(self)
+
+    @property
+    def vm_slots(self) -> int:
+        return self._info.vm_slots if self._info is not None else 0
+
+    @property
+    def jobs_active(self) -> int:
+        return sum(
+            1 for task in self.tasks.values() if not task.done() and not task.get_name().startswith("delete")
+        )
 
     # ----- registration ---------------------------------------------------------------------
     async def refresh_registration(self) -> None:
@@ -138,6 +164,10 @@ class Agent:
         return self._stop.is_set()
 
     async def run(self) -> None:
+        with log_context(host=self.config.name):  # every line of this agent names its host
+            await self._run()
+
+    async def _run(self) -> None:
         await self._register()
         helpers = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
@@ -213,6 +243,8 @@ class Agent:
         for vm in vms:
             with contextlib.suppress(NotManagedByAnklet):
                 owned[VMName.parse(vm.name)] = vm
+        self.vms_running = sum(1 for vm in owned.values() if vm.status == "running")
+        self.vms_desired = len(desired)
         wanted = {VMName(d.uid, d.attempt): d for d in desired.values()}
         reported = {
             VMName(o.uid, o.attempt): o for o in self.reporter.latest.values() if o.host == self.config.name
@@ -262,17 +294,22 @@ class Agent:
                 learn_size=self.proto.record_template_size,
             )
             resume = action == Action.RESUME
-            log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)
-            self.tasks[key] = asyncio.create_task(
-                worker.run(resume=resume, prior=obs, known=vms), name=str(key)
-            )
+            fields = job_fields(d.namespace, d.name, uid=d.uid, attempt=d.attempt, vm=d.vm_name)
+            with log_context(**fields):  # the worker's task inherits the job's log context
+                log.info("%s %s (job %s/%s attempt %d)", action.value, key, d.namespace, d.name, d.attempt)
+                self.tasks[key] = asyncio.create_task(
+                    worker.run(resume=resume, prior=obs, known=vms), name=str(key)
+                )
         elif action == Action.STOP_TASK:
             log.info("cancelling %s: no longer desired", key)
             self.tasks[key].cancel()
         elif action == Action.DELETE_VM:
             if d is None and obs is None and not self._orphan_due(str(key)):
                 return
-            self.tasks[key] = asyncio.create_task(self._delete_and_report(key, d, obs), name=f"delete {key}")
+            with log_context(uid=key.uid, attempt=key.attempt, vm=str(key)):
+                self.tasks[key] = asyncio.create_task(
+                    self._delete_and_report(key, d, obs), name=f"delete {key}"
+                )
         elif action == Action.REPORT_DONE:
             assert obs is not None
             self.reporter.put(obs.model_copy(update={"vm_deleted": True, "stage": "Finished"}))

@@ -22,6 +22,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -98,6 +99,13 @@ def _nothing() -> Iterable[str]:
     return ()
 
 
+class TemplateObserver(Protocol):
+    """Told about every pull (result: ok, failed, not_found; bytes downloaded) and eviction."""
+
+    def pulled(self, result: str, downloaded: int) -> None: ...
+    def evicted(self) -> None: ...
+
+
 class TemplateStore:
     """Local templates: list, size, pull (with eviction) and the lock that keeps pulls apart.
 
@@ -115,8 +123,10 @@ class TemplateStore:
         budget: DiskBudget | None = None,
         in_use: Callable[[], Iterable[str]] = _nothing,
         pinned: Callable[[], Iterable[str]] = _nothing,
+        observer: TemplateObserver | None = None,
     ) -> None:
         self.anka = anka
+        self.observer = observer
         self._lock = _HostLock(lock_path)
         self._on_change = on_change
         self.budget = budget or DiskBudget()
@@ -259,13 +269,20 @@ class TemplateStore:
         try:
             await self.anka.registry_pull(template, tag=tag, shrink=False)
         except AnkaNotFound as exc:
+            self._observe_pull("not_found", 0)
             raise TemplateUnavailable(
                 "TemplateNotFound", f"{label} is not in the registry: {exc}", retryable=False
             ) from exc
         except AnkaError as exc:
+            self._observe_pull("failed", 0)
             raise TemplateUnavailable("PullFailed", f"pulling {label}: {exc}", retryable=True) from exc
+        self._observe_pull("ok", size.to_download if size is not None else 0)
         self._dirty = True
         return True
+
+    def _observe_pull(self, result: str, downloaded: int) -> None:
+        if self.observer is not None:
+            self.observer.pulled(result, downloaded)
 
     async def _candidates(self) -> list[Candidate]:
         in_use, pinned = self.in_use(), set(self._pinned())
@@ -335,5 +352,7 @@ class TemplateStore:
                     retryable=True,
                 ) from exc
             evicted.add(victim.uuid)
+            if self.observer is not None:
+                self.observer.evicted()
             self._dirty = True
             current = await self._check(template, tag, label)

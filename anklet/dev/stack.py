@@ -59,6 +59,13 @@ class DevStack:
     host_cpu: int = 8
     host_memory_mib: int = 16 * 1024
     out: Any = field(default=sys.stdout)
+    # For tests that need other timings or faults (tests/chaos): extra environment per process
+    # kind, config.json overrides for every simulated Mac, and Redis with an append-only file.
+    controller_env: dict[str, str] = field(default_factory=dict)
+    receiver_env: dict[str, str] = field(default_factory=dict)
+    agent_env: dict[str, str] = field(default_factory=dict)
+    sim_config: dict[str, Any] = field(default_factory=dict)
+    redis_appendonly: bool = False
 
     def __post_init__(self) -> None:
         self._own_dir = self.state_dir is None
@@ -83,7 +90,7 @@ class DevStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         try:
-            self.redis = RedisServer(self.dir / "redis").start()
+            self.redis = RedisServer(self.dir / "redis", appendonly=self.redis_appendonly).start()
         except RedisUnavailable as exc:
             raise DevStackError(str(exc)) from exc
         self.api = KubeApiServer()
@@ -102,10 +109,20 @@ class DevStack:
             "PYTHONUNBUFFERED": "1",
         }
         github_env = await self._start_github()
+        metrics: dict[str, str] = {}  # process name → its /metrics URL, each on a free loopback port
+        metrics_port = free_port()
+        metrics["controller"] = f"http://127.0.0.1:{metrics_port}/metrics"
         await self._spawn(
             "controller",
             [sys.executable, "-m", "anklet.cli", "controller", "--kubeconfig", str(kubeconfig)],
-            {**base_env, **github_env, "ANKLET_RESYNC_SECONDS": "10"},
+            {
+                **base_env,
+                **github_env,
+                "ANKLET_RESYNC_SECONDS": "10",
+                "ANKLET_METRICS_HOST": "127.0.0.1",
+                "ANKLET_METRICS_PORT": str(metrics_port),
+                **self.controller_env,
+            },
         )
         receiver_port = free_port()
         self.webhook_url = f"http://127.0.0.1:{receiver_port}/webhooks/github"
@@ -119,13 +136,21 @@ class DevStack:
                 "ANKLET_RECEIVER_PORT": str(receiver_port),
                 "ANKLET_RECEIVER_NAMESPACE": "default",
                 "ANKLET_RECEIVER_KUBECONFIG": str(kubeconfig),
+                **self.receiver_env,
             },
         )
         self.github.set_webhook(self.webhook_url, self.webhook_secret)
+        metrics["receiver"] = self.webhook_url.replace("/webhooks/github", "/metrics")
         for i in range(1, self.hosts + 1):
             name = f"mac-{i}"
             home = self.dir / "hosts" / name
             (home / "anka").mkdir(parents=True, exist_ok=True)
+            if self.sim_config:
+                from anklet.dev.anka_sim import control
+
+                control.write_config(home / "anka", **self.sim_config)
+            metrics_port = free_port()
+            metrics[name] = f"http://127.0.0.1:{metrics_port}/metrics"
             env = {
                 **base_env,
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -139,6 +164,9 @@ class DevStack:
                 "ANKLET_AGENT_SHUTDOWN_GRACE_SECONDS": "2",
                 # The simulated Mac's disk is the simulator's, not this machine's: an absolute buffer.
                 "ANKLET_AGENT_TEMPLATE_DISK_BUFFER_BYTES": str(20 * 2**30),
+                "ANKLET_AGENT_METRICS_HOST": "127.0.0.1",
+                "ANKLET_AGENT_METRICS_PORT": str(metrics_port),
+                **self.agent_env,
             }
             argv = [sys.executable, "-m", "anklet.cli", "agent", "--state-dir", str(home), "--arch", "arm64"]
             await self._spawn(name, argv, env)
@@ -151,9 +179,12 @@ class DevStack:
             "github_api": self.github.url,
             "github_owner": DEV_OWNER,
             "github_repo": DEV_REPO,
-            "metrics": {"receiver": self.webhook_url.replace("/webhooks/github", "/metrics")},
+            "metrics": metrics,
             "logs": str(self.dir / "logs"),
             "hosts": [f"mac-{i}" for i in range(1, self.hosts + 1)],
+            "anka_homes": {
+                f"mac-{i}": str(self.dir / "hosts" / f"mac-{i}" / "anka") for i in range(1, self.hosts + 1)
+            },
         }
         (self.dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
         return self.endpoints

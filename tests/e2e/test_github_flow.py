@@ -98,7 +98,13 @@ def test_a_workflow_job_runs_in_its_own_vm(stack: DevStack, kubectl: Kubectl) ->
     assert not runner_registered(stack), "the ephemeral runner is gone"
 
 
-def test_jit_config_never_leaks(stack: DevStack, kubectl: Kubectl) -> None:
+def ps() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+
+
+def test_no_secret_leaks_anywhere(stack: DevStack, kubectl: Kubectl) -> None:
+    """The JIT config, the GitHub token and the webhook secret are in none of: AnkaJobs, AnkaHosts,
+    Events, any process's log, any metrics endpoint, any `anka` command line, any process's argv."""
     job = queue(stack, run_seconds=3)
     name = ankajob_name(job["id"], 1)
     wait_for_object(kubectl, name)
@@ -109,16 +115,31 @@ def test_jit_config_never_leaks(stack: DevStack, kubectl: Kubectl) -> None:
     client.close()
     assert raw, "the secret is in the host's key while the job runs"
     jit = json.loads(raw)["ACTIONS_RUNNER_INPUT_JITCONFIG"]
+    secrets = {"JIT config": jit, "GitHub token": stack.github_token, "webhook secret": stack.webhook_secret}
+    assert all(secrets.values())
+    ps_while_running = ps()
     kubectl.wait_phase(name, "Succeeded", timeout=120)
-    assert jit not in kubectl("get", "ankajobs", "-o", "yaml")
-    assert jit not in kubectl("get", "events", "-o", "yaml")
+
+    places: dict[str, str] = {
+        "AnkaJobs": kubectl("get", "ankajobs", "-A", "-o", "yaml"),
+        "AnkaHosts": kubectl("get", "ankahosts", "-o", "yaml"),
+        "Events": kubectl("get", "events", "-A", "-o", "yaml"),
+        "ps while running": ps_while_running,
+        "ps after": ps(),
+    }
     for log in (stack.dir / "logs").glob("*.log"):
-        assert jit not in log.read_text(errors="replace"), f"JIT config in {log.name}"
+        places[f"log {log.name}"] = log.read_text(errors="replace")
+    for process, url in stack.endpoints["metrics"].items():
+        body = httpx.get(url, timeout=10)
+        assert body.status_code == 200, f"{process} metrics at {url}: {body.status_code}"
+        places[f"metrics of {process}"] = body.text
     for h in stack.endpoints["hosts"]:
-        for call in control.read_calls(stack.dir / "hosts" / h / "anka"):
-            assert jit not in " ".join(map(str, call["argv"])), "JIT config on an anka command line"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert jit not in ps
+        argv = [" ".join(map(str, c["argv"])) for c in control.read_calls(stack.dir / "hosts" / h / "anka")]
+        places[f"anka command lines on {h}"] = "\n".join(argv)
+    assert any(f"metrics of {h}" in places for h in stack.endpoints["hosts"]), "agents serve metrics too"
+    leaks = [f"{what} in {where}" for where, text in places.items()
+             for what, v in secrets.items() if v in text]  # fmt: skip
+    assert not leaks
 
 
 def test_cancelled_on_github_while_running(stack: DevStack, kubectl: Kubectl) -> None:
