@@ -127,6 +127,11 @@ class Reconciler:
         self._gc_heap: list[tuple[float, str]] = []
         self._backoff = Backoff(log, "controller")
         self._background: set[asyncio.Task[None]] = set()
+        # Jobs whose decision a background write stage is applying: no other step touches them
+        # until it is done (then they are reconciled again), so each job has one writer at a time.
+        self._in_flight: set[str] = set()
+        self._deferred: set[str] = set()  # in-flight jobs marked dirty meanwhile
+        self._stage_error: Exception | None = None  # a failed write stage, raised in `run`'s backoff
         self._resync_due = False
         self._orphans: dict[str, float] = {}
         self._gc_planned: set[str] = set()
@@ -248,6 +253,9 @@ class Reconciler:
             capacity, self._capacity_changed = self._capacity_changed, False
             resync, self._resync_due = self._resync_due, False
             try:
+                if self._stage_error is not None:
+                    error, self._stage_error = self._stage_error, None
+                    raise error
                 await self.reconcile(dirty, capacity)
                 # AnkaHosts after the jobs: mirroring many hosts must not delay a placement.
                 if self._hosts_dirty or resync:
@@ -435,12 +443,15 @@ class Reconciler:
         # Jobs waiting for a host go first (dispatch latency is theirs to lose; reconciling them
         # costs no round trip), then everything else. Jobs are independent: a few are in flight
         # at once, so one job's Redis and API round trips do not wait behind every other's.
-        current = {uid: job for uid in sorted(dirty) if (job := self.jobs.get(uid)) is not None}
+        self._deferred |= dirty & self._in_flight  # they come back when their stage ends
+        current = {
+            uid: job for uid in sorted(dirty - self._in_flight) if (job := self.jobs.get(uid)) is not None
+        }
         waiting = {uid: job for uid, job in current.items() if self._wants_host(job)}
         await _bounded(one(uid, job) for uid, job in waiting.items())
         if capacity_changed:
             for uid, job in self.jobs.items():
-                if self._wants_host(job):
+                if self._wants_host(job) and uid not in self._in_flight:
                     pending[uid] = job
         if pending:
             await self._schedule(list(pending.values()))
@@ -709,11 +720,8 @@ class Reconciler:
         await _bounded(
             reserve(by_uid[r.uid], r, d.host) for r, d in decisions if isinstance(d, scheduling.Placement)
         )
-        await _bounded(
-            self._scoped(
-                by_uid[r.uid],
-                self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid)),
-            )
+        steps = [
+            (r, d)
             for r, d in decisions
             # A waiting job whose status already gives this reason needs nothing: skip the step.
             if not (
@@ -721,7 +729,44 @@ class Reconciler:
                 and not d.permanent
                 and phases.pending_unschedulable(by_uid[r.uid].status, d.message, wall) is None
             )
+        ]
+        if not steps:
+            return
+        # The status and Event writes run as a background stage, so the next pass (a job that
+        # arrived meanwhile, a freed slot) is planned and reserved without waiting behind them.
+        uids = {r.uid for r, _ in steps}
+        self._in_flight |= uids
+        stage = asyncio.get_running_loop().create_task(
+            _bounded(
+                self._scoped(
+                    by_uid[r.uid],
+                    self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid)),
+                )
+                for r, d in steps
+            )
         )
+        self._background.add(stage)
+        stage.add_done_callback(lambda task: self._stage_done(task, uids))
+
+    def _stage_done(self, task: asyncio.Task[None], uids: set[str]) -> None:
+        """A write stage ended. Its jobs that something marked meanwhile, or that still wait for
+        a host (capacity may have moved while they were skipped), are reconciled again; after a
+        failure all of them are, and the error goes through `run`'s backoff as if the pass had
+        written inline."""
+        self._in_flight -= uids
+        self._background.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, Exception):
+            self._stage_error = error
+            again = uids
+        else:
+            again = (uids & self._deferred) | {
+                uid for uid in uids if (job := self.jobs.get(uid)) is not None and self._wants_host(job)
+            }
+        self._deferred -= uids
+        if again:
+            self._dirty |= again
+            self._wake.set()
 
     async def _apply_decision(
         self,
