@@ -69,7 +69,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
-class ScriptSpec(_Model):
+class _SpecModel(_Model):
+    """The spec as the CRD types it: strict, so the model refuses what the API server refuses
+    ("5" for an integer, 1 or "true" for a boolean) instead of coercing it (tests/fuzz)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", strict=True)
+
+
+class ScriptSpec(_SpecModel):
     """Settings of the `script` handler: a shell script run inside the VM."""
 
     run: Annotated[str, StringConstraints(min_length=1)] = Field(
@@ -78,7 +85,7 @@ class ScriptSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set for the script.")
 
 
-class GitHubJobSpec(_Model):
+class GitHubJobSpec(_SpecModel):
     """Which GitHub Actions job this AnkaJob serves (written by the GitHub receiver)."""
 
     owner: str = Field(description="Repository owner (user or organisation).")
@@ -103,7 +110,7 @@ class GitHubJobStatus(_Model):
     runner_id: int | None = Field(default=None, alias="runnerId")
 
 
-class Resources(_Model):
+class Resources(_SpecModel):
     """What one VM of the job needs from its host; the scheduler reserves exactly this."""
 
     cpu: int = Field(ge=1, le=512, description="CPU cores for the VM.")
@@ -112,7 +119,7 @@ class Resources(_Model):
     )
 
 
-class AnkaJobSpec(_Model):
+class AnkaJobSpec(_SpecModel):
     """What the user wants: one workload in one fresh VM cloned from an Anka template."""
 
     template: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(

@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -122,7 +123,8 @@ class AnkaCLI:
     """:class:`AnkaDriver` over the ``anka`` binary (or the simulator, via ``binary``).
 
     ``env`` is overlaid on this process's environment for every call; ``registry`` (a name or
-    URL) is passed as ``registry --remote`` and as ``pull``'s trailing remote.
+    URL) is passed as ``registry --remote`` and as ``pull``'s trailing remote. ``observer`` is
+    told every command's argv, duration and result (ok, error, timeout, cancelled): the metrics.
     """
 
     def __init__(
@@ -132,8 +134,10 @@ class AnkaCLI:
         env: Mapping[str, str] | None = None,
         timeouts: AnkaTimeouts | None = None,
         registry: str | None = None,
+        observer: Callable[[Sequence[str], float, str], object] | None = None,
     ) -> None:
         self.binary = binary
+        self.observer = observer
         self.env = {**os.environ, **env} if env is not None else None
         self.timeouts = timeouts or AnkaTimeouts()
         self.registry = registry
@@ -148,7 +152,34 @@ class AnkaCLI:
         on_stderr: Callable[[bytes], object],
         stdin: bytes | None = None,
     ) -> tuple[int | None, bool]:
-        """Run ``argv`` in a new session; returns (exit status, timed out). Kills the group on exit paths."""
+        """Run ``argv`` in a new session; returns (exit status, timed out). Kills the group on exit
+        paths. Every ``anka`` process goes through here, so this is where commands are measured."""
+        started, result = time.monotonic(), "error"
+        try:
+            status, timed_out = await self._spawn(
+                argv, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr, stdin=stdin
+            )
+            result = "timeout" if timed_out else "ok" if status == 0 else "error"
+            return status, timed_out
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            if self.observer is not None:
+                try:
+                    self.observer(argv, time.monotonic() - started, result)
+                except Exception as exc:  # metrics must never break a VM operation
+                    log.debug("anka command observer failed: %r", exc)
+
+    async def _spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        on_stdout: Callable[[bytes], object],
+        on_stderr: Callable[[bytes], object],
+        stdin: bytes | None,
+    ) -> tuple[int | None, bool]:
         log.debug("anka: executing %s", shlex.join(argv))
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -345,7 +376,7 @@ class AnkaCLI:
     async def registry_list(self) -> list[dict[str, Any]]:
         """Templates in the registry; also the cheapest "is the registry up?" probe."""
         body = (await self._call([*self._registry_args(), "list"], timeout=self.timeouts.registry)).body
-        return [dict(row) for row in body] if isinstance(body, list) else []
+        return [dict(row) for row in body if isinstance(row, dict)] if isinstance(body, list) else []
 
     async def registry_show(self, template: str, *, tag: str | None = None) -> dict[str, Any]:
         args = [*self._registry_args(), "show", template, *(["--tag", tag] if tag else [])]

@@ -7,15 +7,16 @@ without I/O (contract: ``shared/reference/anka-cli.md`` §1.2, §1.3, §2, §7).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_RAM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE)
+_RAM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
 
 
 class AnkaError(Exception):
@@ -120,6 +121,19 @@ class AnkaTimeouts:
     pull: float = 3 * 3600.0
     run: float | None = None
 
+    @classmethod
+    def from_mapping(cls, seconds: Mapping[str, float]) -> AnkaTimeouts:
+        """The defaults with some kinds overridden (``ANKLET_AGENT_ANKA_TIMEOUTS``); an unknown kind
+        or a value that is not positive is an error, so a typo cannot silently keep a default."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(seconds) - known)
+        if unknown:
+            raise ValueError(f"unknown anka timeout {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        bad = sorted(kind for kind, value in seconds.items() if not value > 0)
+        if bad:
+            raise ValueError(f"anka timeouts must be positive seconds: {', '.join(bad)}")
+        return replace(cls(), **{kind: float(value) for kind, value in seconds.items()})
+
 
 # --- pure parsing ------------------------------------------------------------------------------
 
@@ -199,32 +213,43 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 def parse_timestamp(value: object) -> datetime | None:
-    """RFC 3339 (``Z`` or offset, optional fraction) as an aware UTC datetime; junk → ``None``."""
+    """RFC 3339 (``Z`` or offset, optional fraction) as an aware UTC datetime; junk → ``None``.
+
+    A time that cannot be expressed in UTC (year 1 with a positive offset, year 9999 with a
+    negative one) is junk too: ``astimezone`` would raise OverflowError.
+    """
     if not isinstance(value, str) or not value.strip():
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+_MAX_DIGITS = 30  # beyond any byte count or core count; int() refuses > 4300 digits anyway
 
 
 def as_int(value: object) -> int | None:
+    """An int, or a string of ASCII digits; anything else (``"²"``, ``"١٢"``, bools) → ``None``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
+            return int(text)
     return None
 
 
 def _ram_bytes(value: object) -> int | None:
-    """``ram`` is ``"4G"`` since 3.0.1 (bytes as a string before)."""
+    """``ram`` is ``"4G"`` since 3.0.1 (bytes as a string before); absurd sizes → ``None``."""
     if not isinstance(value, str) or (match := _RAM.fullmatch(value)) is None:
         return None
     scale = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[match.group(2).upper()]
-    return int(float(match.group(1)) * scale)
+    amount = float(match.group(1)) * scale
+    return int(amount) if math.isfinite(amount) else None
 
 
 def vm_info_from_dict(data: object) -> VMInfo:

@@ -148,6 +148,10 @@ def test_unknown_actions_parse_but_are_not_tracked() -> None:
         (["anka-template:x", "anka-template-tag:"], None),
         (["my-anka-template:x"], None),  # the Go version's substring match would have taken this
         ([], None),
+        (["anka-template:\ud800"], None),  # a lone surrogate (legal in JSON) no AnkaJob can hold
+        (["anka-template:a\x00b"], None),  # control characters name no template
+        (["anka-template:x", "anka-template-tag:a\nb"], None),
+        (["anka-template:日本語 テンプレート"], events.AnkaTarget("日本語 テンプレート")),
     ],
 )
 def test_a_job_is_ours_only_with_an_anka_template_label(

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+INT64_MAX = 2**63 - 1  # GitHub's ids are int64, and so are Kubernetes integers
+
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -57,11 +59,15 @@ class JitConfigResponse(_Lenient):
 
 
 class WorkflowJob(_Lenient):
-    """A workflow job, as the jobs API and the `workflow_job` webhook describe it."""
+    """A workflow job, as the jobs API and the `workflow_job` webhook describe it.
 
-    id: int = Field(ge=1)
-    run_id: int = Field(ge=1)
-    run_attempt: int = Field(default=1, ge=1)
+    Ids are int64 (GitHub's and Kubernetes' integers): a larger one is malformed input, refused
+    here rather than by the API server when the AnkaJob is written.
+    """
+
+    id: int = Field(ge=1, le=INT64_MAX)
+    run_id: int = Field(ge=1, le=INT64_MAX)
+    run_attempt: int = Field(default=1, ge=1, le=INT64_MAX)
     status: str
     conclusion: str | None = None
     name: str = ""

@@ -86,7 +86,7 @@ def decode_body(body: bytes, content_type: str) -> Any:
                 raise InvalidPayload("form body without a single 'payload' field")
             return json.loads(fields["payload"][0])
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:  # deep nesting
         if isinstance(exc, InvalidPayload):
             raise
         raise InvalidPayload(f"body is not valid JSON: {type(exc).__name__}") from None
@@ -120,14 +120,20 @@ def _label_value(labels: Iterable[str], prefix: str) -> str | None:
     return None
 
 
+def _usable(name: str) -> bool:
+    """A template or tag an AnkaJob can carry: 1–253 printable characters (no control characters,
+    no lone surrogates: JSON can spell those, but no valid AnkaJob spec can hold them)."""
+    return 0 < len(name) <= MAX_NAME and name.isprintable()
+
+
 def anka_target(labels: Iterable[str]) -> AnkaTarget | None:
     """The job is ours when a label is `anka-template:<template>` (with a usable template)."""
     labels = list(labels)
     template = _label_value(labels, TEMPLATE_LABEL_PREFIX)
-    if not template or len(template) > MAX_NAME:
+    if template is None or not _usable(template):
         return None
     tag = _label_value(labels, TAG_LABEL_PREFIX)
-    if tag is not None and not 0 < len(tag) <= MAX_NAME:
+    if tag is not None and not _usable(tag):
         return None  # a tag label that names no usable tag: running "latest" instead would surprise
     return AnkaTarget(template=template, tag=tag)
 

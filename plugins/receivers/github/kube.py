@@ -9,6 +9,7 @@ the webhook is answered 5xx and GitHub's delivery stays visible as failed (and r
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
 import httpx
@@ -38,7 +39,14 @@ class AnkaJobStore(KubeClient):
     def _collection(namespace: str) -> str:
         return KubeClient._path(namespace, "").rstrip("/")
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, body: dict[str, Any] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """`body` is sent as ASCII-escaped JSON: a payload string GitHub's JSON can carry but UTF-8
+        cannot (a lone surrogate like "\\ud800") must not crash the request (httpx's `json=` would)."""
+        if body is not None:
+            kwargs["content"] = json.dumps(body).encode("ascii")
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         try:
             return await self._http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
@@ -55,7 +63,7 @@ class AnkaJobStore(KubeClient):
 
     async def create(self, namespace: str, body: dict[str, Any]) -> bool:
         """POST the object; False when one with that name already exists (409 AlreadyExists)."""
-        response = await self._send("POST", self._collection(namespace), json=body)
+        response = await self._send("POST", self._collection(namespace), body)
         if response.status_code == 409:
             return False
         if response.status_code not in (200, 201):
@@ -70,7 +78,7 @@ class AnkaJobStore(KubeClient):
         response = await self._send(
             "PATCH",
             self._path(namespace, name),
-            json=patch,
+            patch,
             headers={"Content-Type": "application/merge-patch+json"},
         )
         if response.status_code == 409:
