@@ -142,19 +142,31 @@ async def _kopf_main(
             log.error("cannot serve metrics on %s:%d: %s", host, port, exc.strerror or exc)
             return EXIT_CONFIG
         log.info("metrics at %s", server.url)
+    # A crashed reconciler loop must not leave a process that answers probes but does nothing:
+    # the operator stops and the process exits non-zero, so the Deployment restarts it.
+    stop = stop_flag if stop_flag is not None else asyncio.Event()
+    crashed: list[BaseException] = []
+
+    def fatal(error: BaseException) -> None:
+        crashed.append(error)
+        stop.set()
+
     try:
         await kopf.operator(
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=liveness,
-            stop_flag=stop_flag,
+            stop_flag=stop,
             ready_flag=ready_flag,
-            memo=kopf.Memo(metrics=metrics),
+            memo=kopf.Memo(metrics=metrics, fatal=fatal),
         )
     finally:
         if server is not None:
             await server.close()
+    if crashed:
+        log.error("controller stopped after an internal error (see above); exiting for a restart")
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -101,6 +101,9 @@ def effective(snapshot: HostSnapshot, spec: AnkaHostSpec | None) -> HostSnapshot
     """What the scheduler sees: the agent's registration with the operator's cordon and labels."""
     if spec is None:
         return snapshot
+    info = snapshot.info
+    if not spec.unschedulable and all(info.labels.get(k) == v for k, v in spec.labels.items()):
+        return snapshot  # nothing to change: no copy (this runs for every host in every pass)
     info = snapshot.info.model_copy(
         update={
             "schedulable": snapshot.info.schedulable and not spec.unschedulable,

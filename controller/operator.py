@@ -62,6 +62,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(reconciler.follow_host_events(), name="host-events"),
     ]
+    for task in memo.tasks:
+        task.add_done_callback(lambda t: _loop_ended(t, memo))
+
+
+def _loop_ended(task: asyncio.Task[None], memo: kopf.Memo) -> None:
+    """The reconciler's loops run until cleanup cancels them; ending any other way is a bug that
+    would leave the controller watching but never acting, so it is logged and made fatal."""
+    if task.cancelled():
+        return
+    error = task.exception() or RuntimeError(f"{task.get_name()} returned")
+    log.critical("controller loop %s crashed", task.get_name(), exc_info=error)
+    if callable(fatal := memo.get("fatal")):
+        fatal(error)
 
 
 @kopf.on.cleanup()

@@ -7,8 +7,9 @@ second call sees the new status and returns None, and observations only move for
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from anklet.models import AnkaJobStatus, Condition, ConditionStatus, Phase
@@ -56,6 +57,32 @@ def pending_unschedulable(status: AnkaJobStatus, message: str, now: datetime) ->
         "message": message,
         "conditions": conditions,
     }
+
+
+_COUNTS = re.compile(r"\d+")
+
+
+def unschedulable_write_due(
+    status: AnkaJobStatus, message: str, now: datetime, *, last_written: datetime | None, refresh: timedelta
+) -> bool:
+    """Whether a waiting job's explanation is worth a status write now.
+
+    The scheduler's message carries host counts (`0/12 hosts available: 8 no free VM slot, 4
+    insufficient memory`) that shift with every placement and release; writing every shift would
+    rewrite every waiting job on every capacity change, O(pending) API writes per freed slot. So
+    a job with no explanation gets one at once, and so does a change of *reasons*; a change of
+    counts alone is written at most once per `refresh` (`last_written`: our last write of it, or
+    None when unknown, e.g. after a restart)."""
+    if status.phase != Phase.PENDING:
+        return False
+    old = next((c for c in status.conditions if c.type == COND_SCHEDULED), None)
+    if old is None or old.status != ConditionStatus.FALSE or old.reason != "Unschedulable":
+        return True
+    if old.message == message:
+        return False
+    if _COUNTS.sub("#", old.message) != _COUNTS.sub("#", message):
+        return True
+    return last_written is None or now - last_written >= refresh
 
 
 def scheduled(status: AnkaJobStatus, *, host: str, vm_name: str, attempt: int, now: datetime) -> Patch | None:

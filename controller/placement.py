@@ -106,10 +106,16 @@ class PassIndex(Generic[J, S, U]):
         self._version = dict.fromkeys(hosts, 0)
         self._classes: dict[Hashable, _Class[J, U]] = {}
         self._last: tuple[J, _Class[J, U]] | None = None  # the last job asked about, and its class
+        self._by_job: dict[int, tuple[J, _Class[J, U]]] = {}  # every job asked about, and its class
 
     def _class(self, job: J) -> _Class[J, U]:
         if self._last is not None and self._last[0] is job:
             return self._last[1]
+        # The caller holds its jobs for the whole pass, so an id stays theirs while it is cached.
+        known = self._by_job.get(id(job))
+        if known is not None and known[0] is job:
+            self._last = (job, known[1])
+            return known[1]
         key = self._key(job)
         cls = self._classes.get(key)
         if cls is None:
@@ -124,6 +130,7 @@ class PassIndex(Generic[J, S, U]):
                     cls.reasons[reason] += 1
             heapq.heapify(cls.heap)
         self._last = (job, cls)
+        self._by_job[id(job)] = (job, cls)
         return cls
 
     def best(self, job: J) -> str | None:

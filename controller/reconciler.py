@@ -99,6 +99,10 @@ def _rv(body: Mapping[str, Any]) -> int:
         return 0
 
 
+# How often a waiting job's explanation is rewritten when only its host counts moved.
+UNSCHEDULABLE_REFRESH = timedelta(seconds=30)
+
+
 class Reconciler:
     """Holds the controller's view of AnkaJobs and converges each dirty one."""
 
@@ -131,7 +135,10 @@ class Reconciler:
         # until it is done (then they are reconciled again), so each job has one writer at a time.
         self._in_flight: set[str] = set()
         self._deferred: set[str] = set()  # in-flight jobs marked dirty meanwhile
+        self._replan_after_stage = False  # a capacity change skipped in-flight jobs
         self._stage_error: Exception | None = None  # a failed write stage, raised in `run`'s backoff
+        self._mirroring: asyncio.Task[None] | None = None
+        self._explained: dict[str, datetime] = {}  # when we last wrote a waiting job's explanation
         self._resync_due = False
         self._orphans: dict[str, float] = {}
         self._gc_planned: set[str] = set()
@@ -162,6 +169,7 @@ class Reconciler:
             return
         if deleted:
             self.jobs.pop(uid, None)
+            self._explained.pop(uid, None)
             self._versions.pop(uid, None)
             self._ledger.forget(uid)
             self._since.pop(uid, None)
@@ -257,12 +265,10 @@ class Reconciler:
                     error, self._stage_error = self._stage_error, None
                     raise error
                 await self.reconcile(dirty, capacity)
-                # AnkaHosts after the jobs: mirroring many hosts must not delay a placement.
-                if self._hosts_dirty or resync:
-                    self._hosts_dirty = False
-                    touched, self._hosts_touched = self._hosts_touched, set()
-                    everything, self._mirror_all = resync or self._mirror_all, False
-                    await self.mirror_hosts(changed=None if everything else touched)
+                # AnkaHosts after the jobs, in the background: mirroring many hosts must not delay
+                # a placement. One mirror at a time; what changes meanwhile goes in the next one.
+                if (self._hosts_dirty or resync) and (self._mirroring is None or self._mirroring.done()):
+                    self._start_mirror(everything=resync)
                 if resync:
                     await self.release_orphans()
                     await self.sweep_plugins()
@@ -272,6 +278,25 @@ class Reconciler:
                 self._capacity_changed |= capacity
                 self._resync_due |= resync
                 await self._backoff.failed(exc)
+
+    def _start_mirror(self, *, everything: bool) -> None:
+        self._hosts_dirty = False
+        touched, self._hosts_touched = self._hosts_touched, set()
+        everything, self._mirror_all = everything or self._mirror_all, False
+        task = asyncio.get_running_loop().create_task(
+            self.mirror_hosts(changed=None if everything else touched)
+        )
+        self._mirroring = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, Exception):
+                self._stage_error = error  # through `run`'s backoff
+                self._hosts_dirty = self._mirror_all = True
+            if self._hosts_dirty:
+                self._wake.set()
+
+        task.add_done_callback(done)
 
     async def follow_host_events(self) -> None:
         """Turn host events from Redis into dirty marks; a full resync after every outage."""
@@ -451,7 +476,11 @@ class Reconciler:
         await _bounded(one(uid, job) for uid, job in waiting.items())
         if capacity_changed:
             for uid, job in self.jobs.items():
-                if self._wants_host(job) and uid not in self._in_flight:
+                if not self._wants_host(job):
+                    continue
+                if uid in self._in_flight:
+                    self._replan_after_stage = True
+                else:
                     pending[uid] = job
         if pending:
             await self._schedule(list(pending.values()))
@@ -727,9 +756,22 @@ class Reconciler:
             if not (
                 isinstance(d, scheduling.Unschedulable)
                 and not d.permanent
-                and phases.pending_unschedulable(by_uid[r.uid].status, d.message, wall) is None
+                and not phases.unschedulable_write_due(
+                    by_uid[r.uid].status,
+                    d.message,
+                    wall,
+                    last_written=self._explained.get(r.uid),
+                    refresh=UNSCHEDULABLE_REFRESH,
+                )
             )
         ]
+        log.debug(
+            "pass: %d jobs, %d placed, %d to write, %d already in flight",
+            len(jobs),
+            len(reserved),
+            len(steps),
+            len(self._in_flight),
+        )
         if not steps:
             return
         # The status and Event writes run as a background stage, so the next pass (a job that
@@ -749,10 +791,11 @@ class Reconciler:
         stage.add_done_callback(lambda task: self._stage_done(task, uids))
 
     def _stage_done(self, task: asyncio.Task[None], uids: set[str]) -> None:
-        """A write stage ended. Its jobs that something marked meanwhile, or that still wait for
-        a host (capacity may have moved while they were skipped), are reconciled again; after a
-        failure all of them are, and the error goes through `run`'s backoff as if the pass had
-        written inline."""
+        """A write stage ended. Its jobs that something marked meanwhile are reconciled again, and
+        if a capacity change skipped any in-flight job, waiting jobs are re-planned; after a
+        failure all of its jobs are reconciled again, and the error goes through `run`'s backoff as
+        if the pass had written inline. (Re-marking every still-waiting job instead would keep a
+        loop of passes and stages going by itself.)"""
         self._in_flight -= uids
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
@@ -760,10 +803,14 @@ class Reconciler:
             self._stage_error = error
             again = uids
         else:
-            again = (uids & self._deferred) | {
-                uid for uid in uids if (job := self.jobs.get(uid)) is not None and self._wants_host(job)
-            }
+            again = uids & self._deferred
         self._deferred -= uids
+        if self._replan_after_stage:
+            # A capacity change skipped some of these jobs: re-plan everything waiting, once.
+            self._replan_after_stage = False
+            self._capacity_changed = True
+            self._wake.set()
+        log.debug("write stage of %d jobs done; %d to reconcile again", len(uids), len(again))
         if again:
             self._dirty |= again
             self._wake.set()
@@ -796,6 +843,7 @@ class Reconciler:
                 return
             patch = phases.pending_unschedulable(job.status, decision.message, now)
             if patch is not None:
+                self._explained[job.metadata.uid] = now
                 await self._write(job, patch)  # its Event: Unschedulable, with the new reason
             return
         outcome = reserved if reserved is not None else await self._reserve(job, request, decision.host)

@@ -24,6 +24,7 @@ the next pass), never an overbooking. It stays close to Redis anyway:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -47,9 +48,18 @@ class SnapshotCache:
         self._generation = 0  # bumped by every change, so a read that raced one is not kept
         self.reads = 0  # full fleet reads
         self.partial_reads = 0  # reads of only the marked hosts
+        self._lock = asyncio.Lock()
 
     async def get(self) -> list[HostSnapshot]:
-        """Every registered host: the cached view when fresh, with marked hosts read again."""
+        """Every registered host: the cached view when fresh, with marked hosts read again.
+
+        One caller at a time: a second caller must not be handed the cached view while the first
+        is still reading the hosts it took off the stale set (it would plan on capacity that was
+        already released, and nothing would tell it to plan again)."""
+        async with self._lock:
+            return await self._get()
+
+    async def _get(self) -> list[HostSnapshot]:
         if self._hosts is None or self._clock() - self._at > self.max_age:
             started, generation = self._clock(), self._generation
             snapshot = await self._read(None)
@@ -63,7 +73,7 @@ class SnapshotCache:
             fresh = {s.info.name: s for s in await self._read(names)}
             self.partial_reads += 1
             if self._hosts is None:  # everything was invalidated meanwhile
-                return await self.get()
+                return await self._get()
             hosts = self._hosts
             if generation != self._generation:
                 self._stale.update(names)  # raced a change: use this read, but read them again next time

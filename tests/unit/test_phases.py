@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -125,4 +125,45 @@ def test_learning_a_template_size_requeues_without_spending_the_backoff() -> Non
     retried = phases.apply_observation(again, failure, backoff_limit=1, now=NOW)
     assert retried.patch is not None and retried.patch["phase"] == "Pending", (
         "one real retry is still allowed"
+    )
+
+
+def _explained(message: str) -> AnkaJobStatus:
+    patch = phases.pending_unschedulable(AnkaJobStatus(), message, NOW)
+    assert patch is not None
+    return AnkaJobStatus.model_validate(patch)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "last_written_ago", "due"),
+    [
+        (None, "0/12 hosts available: 12 no free VM slot", None, True),  # no explanation yet
+        ("0/12 hosts available: 12 no free VM slot", "0/12 hosts available: 12 no free VM slot", 0, False),
+        # only the counts moved: at most once per refresh
+        ("0/12 hosts available: 11 no free VM slot, 1 insufficient cpu",
+         "0/12 hosts available: 10 no free VM slot, 2 insufficient cpu", 5, False),
+        ("0/12 hosts available: 11 no free VM slot, 1 insufficient cpu",
+         "0/12 hosts available: 10 no free VM slot, 2 insufficient cpu", 31, True),
+        ("0/12 hosts available: 11 no free VM slot, 1 insufficient cpu",
+         "0/12 hosts available: 10 no free VM slot, 2 insufficient cpu", None, True),  # after a restart
+        # the reasons changed: at once
+        ("0/12 hosts available: 12 no free VM slot",
+         "0/12 hosts available: 11 no free VM slot, 1 insufficient memory", 1, True),
+    ],
+)  # fmt: skip
+def test_a_waiting_jobs_explanation_is_rewritten_for_new_reasons_at_once_and_new_counts_rarely(
+    old: str | None, new: str, last_written_ago: float | None, due: bool
+) -> None:
+    status = AnkaJobStatus() if old is None else _explained(old)
+    last = None if last_written_ago is None else NOW - timedelta(seconds=last_written_ago)
+    assert (
+        phases.unschedulable_write_due(status, new, NOW, last_written=last, refresh=timedelta(seconds=30))
+        is due
+    )
+
+
+def test_no_explanation_is_written_for_a_job_that_left_pending() -> None:
+    status = scheduled_status()
+    assert not phases.unschedulable_write_due(
+        status, "0/1 hosts", NOW, last_written=None, refresh=timedelta(0)
     )

@@ -138,3 +138,31 @@ def test_own_reservations_show_in_the_cached_view_without_a_read() -> None:
 
     assert held(asyncio.run(scenario()), "a") == ["x"]
     assert fleet.reads == [None]
+
+
+def test_a_second_reader_waits_for_the_hosts_the_first_is_reading() -> None:
+    """The race that left freed slots unused until the next resync: a reader took the marked
+    hosts and was still reading them when a second reader got the old cached view."""
+    fleet = FakeFleet("a", "b")
+    cache = SnapshotCache(fleet.read, clock=Clock())
+    release = asyncio.Event()
+
+    async def slow_read(names: Sequence[str] | None) -> list[HostSnapshot]:
+        if names is not None:
+            await release.wait()
+        return await FakeFleet.read(fleet, names)
+
+    async def scenario() -> list[HostSnapshot]:
+        await cache.get()
+        cache._read = slow_read
+        fleet.reserve("a", "x")  # stands in for a release: capacity moved on "a"
+        cache.invalidate("a")
+        first = asyncio.create_task(cache.get())
+        await asyncio.sleep(0)  # the first reader has taken "a" off the stale set and is reading
+        second = asyncio.create_task(cache.get())
+        await asyncio.sleep(0)
+        release.set()
+        await first
+        return await second
+
+    assert held(asyncio.run(scenario()), "a") == ["x"]

@@ -277,10 +277,33 @@ def run_row(sc: Scenario, workdir: Path, *, timeout: float = 240.0) -> tuple[Row
         "status_writes": report["status_writes"],
         "events": report["events"],
         "snapshot_reads": report["snapshot_reads"],
+        "slow_handoffs": _slow_handoffs(vms, th0, jobs) if freed else [],
         "peaks": {k: v for rep in host_reports for k, v in rep["peaks"].items()},
         "unaccounted": [j["name"] for j in jobs if j["host"] is None and j["reason"] != "Unschedulable"],
     }
     return row, detail
+
+
+def _slow_handoffs(
+    vms: Sequence[Mapping[str, Any]], since: float, jobs: Sequence[Mapping[str, Any]], over_ms: float = 5000
+) -> list[dict[str, Any]]:
+    """The hand-offs slower than `over_ms`, with what happened on their host (to find stalls)."""
+    created = {j["uid"]: j for j in jobs}
+    out = []
+    by_host: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for vm in vms:
+        by_host[vm["host"]].append(vm)
+    for host, host_vms in by_host.items():
+        ends = sorted(v["run_ended"] for v in host_vms if v["run_ended"] is not None and v["run_ended"] >= since)
+        starts = sorted((v["first_command"], v["uid"]) for v in host_vms if v["first_command"] >= since)
+        for end in ends:
+            later = [s for s in starts if s[0] >= end]
+            if later and 1000 * (later[0][0] - end) > over_ms:
+                job = created.get(later[0][1], {})
+                out.append({"host": host, "ended": end, "next_first_command": later[0][0],
+                            "next_job": job.get("name"), "next_created": job.get("created"),
+                            "next_scheduled": job.get("scheduled")})  # fmt: skip
+    return out
 
 
 def _handoff(vms: Sequence[Mapping[str, Any]], since: float) -> list[float]:

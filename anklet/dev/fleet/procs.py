@@ -147,7 +147,9 @@ class ControllerService:
 
 def _child_main(conn: Connection, kind: str, kwargs: dict[str, Any], log_path: str) -> None:
     logging.basicConfig(
-        filename=log_path, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        filename=log_path,
+        level=os.environ.get("ANKLET_BENCH_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     service: AgentsService | ControllerService = (
         AgentsService(**kwargs) if kind == "agents" else ControllerService(**kwargs)
