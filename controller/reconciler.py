@@ -14,7 +14,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -101,6 +101,9 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 # How often a waiting job's explanation is rewritten when only its host counts moved.
 UNSCHEDULABLE_REFRESH = timedelta(seconds=30)
+# A handler call (a CI API behind it) gets this long; one that misses it pauses its handler.
+HANDLER_CALL_TIMEOUT = 5.0
+HANDLER_PAUSE = 15.0
 
 
 class Reconciler:
@@ -139,6 +142,8 @@ class Reconciler:
         self._stage_error: Exception | None = None  # a failed write stage, raised in `run`'s backoff
         self._mirroring: asyncio.Task[None] | None = None
         self._explained: dict[str, datetime] = {}  # when we last wrote a waiting job's explanation
+        self._handler_paused: dict[str, float] = {}  # handler -> monotonic time its calls resume
+        self._sweeping: asyncio.Task[None] | None = None
         self._resync_due = False
         self._orphans: dict[str, float] = {}
         self._gc_planned: set[str] = set()
@@ -271,7 +276,9 @@ class Reconciler:
                     self._start_mirror(everything=resync)
                 if resync:
                     await self.release_orphans()
-                    await self.sweep_plugins()
+                    # A sweep lists a CI's runners (all pages): in the background, one at a time.
+                    if self._sweeping is None or self._sweeping.done():
+                        self._sweeping = asyncio.get_running_loop().create_task(self.sweep_plugins())
                 self._backoff.succeeded()
             except _IO_ERRORS as exc:
                 self._dirty |= dirty
@@ -484,10 +491,17 @@ class Reconciler:
                     pending[uid] = job
         if pending:
             await self._schedule(list(pending.values()))
-            pending.clear()
-        await _bounded(one(uid, job) for uid, job in current.items() if uid not in waiting)
-        if pending:  # requeued by what was just reconciled (a retry, a lost host)
-            await self._schedule(list(pending.values()))
+        # Everything else (observations, cancels, lost hosts: Redis, API and CI round trips) runs
+        # as a background stage, so a slow step (a CI API waiting out its rate limit) does not
+        # hold back the next pass. A job it hands back to the queue comes back when it ends.
+        others = {uid: job for uid, job in current.items() if uid not in waiting}
+        if others:
+
+            async def step(uid: str, job: AnkaJob) -> None:
+                if await self._scoped(job, self._reconcile_one(job)):
+                    self._deferred.add(uid)  # requeued (a retry, a lost host): plan it again
+
+            self._start_stage(set(others), _bounded(step(uid, job) for uid, job in others.items()))
 
     @staticmethod
     async def _scoped(job: AnkaJob, step: Awaitable[T]) -> T:
@@ -664,13 +678,41 @@ class Reconciler:
             await self.proto.put_secret(host, desired.uid, desired.attempt, env)
 
     async def _plugin_call(
-        self, job: AnkaJob, call: Awaitable[T], *, reraise: tuple[type[BaseException], ...] = ()
+        self, job: AnkaJob, call: Coroutine[Any, Any, T], *, reraise: tuple[type[BaseException], ...] = ()
     ) -> T | None:
-        """A handler's I/O failing must not stall other jobs: log it, retry on a later pass."""
+        """A handler's I/O failing must not stall other jobs: log it, retry on a later pass.
+
+        Nor may a slow one: a pass waits for its jobs' steps, and a CI API that is rate limited
+        or failing can keep a call busy for minutes (its client waits out the limit). So each call
+        has a deadline, and a handler that missed one is paused for a while: its calls are skipped
+        (as if they failed: the job is retried later, and one that waits for a verdict keeps
+        waiting) so every other job, of any handler, keeps being scheduled."""
+        name, now = job.spec.handler, time.monotonic()
+        paused_until = self._handler_paused.get(name, 0.0)
+        if now < paused_until:
+            call.close()
+            self._retry_soon(job.metadata.uid, max(1.0, paused_until - now))
+            if plugins.NotYet in reraise:
+                raise plugins.NotYet()
+            return None
         try:
-            return await call
+            return await asyncio.wait_for(call, HANDLER_CALL_TIMEOUT)
         except reraise:
             raise
+        except TimeoutError:
+            self._handler_paused[name] = time.monotonic() + HANDLER_PAUSE
+            log.warning(
+                "handler %s did not answer within %.0f s (for %s/%s); its calls pause for %.0f s",
+                name,
+                HANDLER_CALL_TIMEOUT,
+                job.metadata.namespace,
+                job.metadata.name,
+                HANDLER_PAUSE,
+            )
+            self._retry_soon(job.metadata.uid, HANDLER_PAUSE)
+            if plugins.NotYet in reraise:
+                raise plugins.NotYet() from None
+            return None
         except Exception as exc:
             log.warning(
                 "handler %s failed for %s/%s: %s: %s; retrying later",
@@ -776,22 +818,27 @@ class Reconciler:
             return
         # The status and Event writes run as a background stage, so the next pass (a job that
         # arrived meanwhile, a freed slot) is planned and reserved without waiting behind them.
-        uids = {r.uid for r, _ in steps}
-        self._in_flight |= uids
-        stage = asyncio.get_running_loop().create_task(
+        self._start_stage(
+            {r.uid for r, _ in steps},
             _bounded(
                 self._scoped(
                     by_uid[r.uid],
                     self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid)),
                 )
                 for r, d in steps
-            )
+            ),
         )
+
+    def _start_stage(self, uids: set[str], work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (steps of the jobs `uids`) in the background; until it ends, those jobs are
+        in flight: no other step touches them (one writer per job), marks on them are deferred."""
+        self._in_flight |= uids
+        stage = asyncio.get_running_loop().create_task(work)
         self._background.add(stage)
         stage.add_done_callback(lambda task: self._stage_done(task, uids))
 
     def _stage_done(self, task: asyncio.Task[None], uids: set[str]) -> None:
-        """A write stage ended. Its jobs that something marked meanwhile are reconciled again, and
+        """A stage ended. Its jobs that something marked meanwhile are reconciled again, and
         if a capacity change skipped any in-flight job, waiting jobs are re-planned; after a
         failure all of its jobs are reconciled again, and the error goes through `run`'s backoff as
         if the pass had written inline. (Re-marking every still-waiting job instead would keep a
