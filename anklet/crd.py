@@ -167,9 +167,12 @@ def build_host_crd() -> dict[str, Any]:
 
 
 HEADER = "# Generated from anklet/models.py by `make crds`; do not edit by hand.\n"
-CRD_DIR = Path(__file__).resolve().parent.parent / "crds"
+ROOT = Path(__file__).resolve().parent.parent
+CRD_DIR = ROOT / "crds"
 CRD_PATH = CRD_DIR / "ankajob.yaml"
 HOST_CRD_PATH = CRD_DIR / "ankahost.yaml"
+# kustomize refuses files outside its root, so manifests/base carries identical copies.
+MANIFEST_CRD_DIR = ROOT / "manifests" / "base" / "crds"
 
 
 def all_crds() -> list[dict[str, Any]]:
@@ -181,11 +184,14 @@ def render(crd: dict[str, Any] | None = None) -> str:
 
 
 def files() -> dict[Path, str]:
-    return {CRD_PATH: render(build_crd()), HOST_CRD_PATH: render(build_host_crd())}
+    """Every generated file: crds/ and its copies in manifests/base/crds/ (the drift check covers both)."""
+    generated = {CRD_PATH: render(build_crd()), HOST_CRD_PATH: render(build_host_crd())}
+    copies = {MANIFEST_CRD_DIR / path.name: text for path, text in generated.items()}
+    return {**generated, **copies}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write or check crds/*.yaml.")
+    parser = argparse.ArgumentParser(description="Write or check crds/*.yaml and manifests/base/crds/*.yaml.")
     parser.add_argument("--check", action="store_true", help="fail when a file is out of date")
     args = parser.parse_args(argv)
     stale = 0

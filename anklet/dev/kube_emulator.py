@@ -31,6 +31,7 @@ import aiohttp.web
 import yaml
 
 from anklet.dev.kube import errors
+from anklet.dev.kube.audit import RequestRecorder
 from anklet.dev.kube.resources import CRD_KEY, Registry, ResourceDef
 from anklet.dev.kube.routing import Emulator
 from anklet.dev.kube.store import Store
@@ -49,10 +50,14 @@ class KubeApiServer:
     its event loop (the store is not thread-safe and watch queues belong to that loop).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, history_size: int = 10_000) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, history_size: int = 10_000, record: bool = False
+    ) -> None:
         self.registry = Registry()
         self.store = Store(self.registry, history_size=history_size)
         self.emulator = Emulator(self.store)
+        if record:
+            self.emulator.recorder = RequestRecorder()
         self._host, self._port = host, port
         self._runner: aiohttp.web.ServerRunner | None = None
         self._url: str | None = None
@@ -92,13 +97,27 @@ class KubeApiServer:
         """Tracebacks of requests that ended in a 500: tests assert that this stays empty."""
         return self.emulator.failures
 
-    def write_kubeconfig(self, path: pathlib.Path, *, namespace: str = "default") -> None:
-        """A kubeconfig with one context, `anklet-dev`, pointing at this server without credentials."""
+    @property
+    def recorder(self) -> RequestRecorder:
+        """What each user asked for (only with `record=True`): see `anklet.dev.kube.audit`."""
+        if self.emulator.recorder is None:
+            raise RuntimeError("this server does not record requests (start it with record=True)")
+        return self.emulator.recorder
+
+    def write_kubeconfig(
+        self, path: pathlib.Path, *, namespace: str = "default", user: str | None = None
+    ) -> None:
+        """A kubeconfig with one context, `anklet-dev`, pointing at this server.
+
+        Without `user` it has no credentials (requests are anonymous); with `user` (recording
+        servers only) it carries a bearer token that identifies its requests as that user.
+        """
+        credentials = {"token": self.recorder.token_for(user)} if user is not None else {}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
-            "users": [{"name": CONTEXT, "user": {}}],
+            "users": [{"name": CONTEXT, "user": credentials}],
             "contexts": [
                 {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}
             ],

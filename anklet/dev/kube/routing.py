@@ -20,6 +20,7 @@ import kmock
 from multidict import CIMultiDict
 
 from anklet.dev.kube import errors, openapi, patches
+from anklet.dev.kube.audit import RequestRecorder
 from anklet.dev.kube.resources import ResourceDef
 from anklet.dev.kube.selectors import Selection
 from anklet.dev.kube.store import Event, Store, bookmark
@@ -67,8 +68,14 @@ class Emulator(kmock.KubernetesEmulator):
         self.store = store
         self.bookmark_interval = 30.0  # seconds of silence before a BOOKMARK on watches that allow them
         self.failures: list[str] = []  # tracebacks of 500s, for tests to assert on
+        self.recorder: RequestRecorder | None = None  # set to record who asks for what (RBAC tests)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if self.recorder is not None:
+            headers = raw_request.headers
+            self.recorder.record(
+                raw_request.method, raw_request.path, raw_request.query, headers.get("Authorization")
+            )
         parts = [part for part in raw_request.path.split("/") if part]
         if (parts[0] if parts else "") not in _OURS:
             return await super().__call__(raw_request)
