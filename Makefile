@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run dev test unit integration e2e lint typecheck crds check-crds measure bench venv clean
+.PHONY: run dev test unit integration e2e chaos fuzz lint typecheck crds check-crds measure bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ integration: venv
 e2e: venv
 	$(BIN)/pytest -q tests/e2e
 
+chaos: venv          ## fault-injection scenarios + invariant checker (also part of `make test`); table in .state/
+	ANKLET_CHAOS_RESULTS=.state/chaos-results.md $(BIN)/pytest -q -m chaos tests/chaos
+
+fuzz: venv           ## the fuzz tests with 20x the examples (make test runs them CI-sized)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q -p no:cacheprovider -m fuzz
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -47,7 +53,7 @@ measure: venv        ## dispatch latency (kubectl apply -> first anka clone) and
 bench: venv          ## fleet benchmark: 10 / 100 / 1,000 simulated Macs × 10 … 10,000 jobs (docs/benchmarks.md)
 	$(BIN)/python scripts/bench_fleet.py
 
-crds: venv           ## regenerate crds/ from the pydantic models
+crds: venv           ## regenerate crds/ (and its copies in manifests/base/crds/) from the pydantic models
 	$(BIN)/python -m anklet.crd
 
 check-crds: venv

@@ -125,7 +125,7 @@ class AgentSettings(RedisSettings):
     anka_binary: str = "anka"
     anka_timeouts: dict[str, float] = Field(
         default_factory=dict,
-        description="seconds per kind of anka call, JSON, e.g. {\"start\": 120, \"delete\": 120} (kinds: "
+        description='seconds per kind of anka call, JSON, e.g. {"start": 120, "delete": 120} (kinds: '
         "query clone start stop delete suspend copy mount registry check_download_size pull run)",
     )
     vm_slots: int | None = Field(default=None, ge=0, description="max VMs; 2 on Apple silicon by default")

@@ -558,6 +558,17 @@ async def test_fault_vm_failed_later(with_template: Path, anka_cli: AnkaCLI) -> 
     assert (await anka_cli.show("vm1")).status == "failed"
 
 
+async def test_a_vm_going_failed_takes_its_running_guest_command_down(
+    with_template: Path, anka_cli: AnkaCLI
+) -> None:
+    await anka_cli.clone(ANKLET, "vm1")
+    control.add_fault(with_template, effect="vm_failed", after=50, count=1)  # 0.5 s after boot
+    await anka_cli.start("vm1")
+    result = await anka_cli.run("vm1", "sleep 5; echo survived", timeout=10)
+    assert result.exit_code == 125 and "survived" not in result.output, result
+    assert (await anka_cli.show("vm1")).status == "failed"
+
+
 async def test_fault_ip_never_makes_wait_ready_time_out(with_template: Path, anka_cli: AnkaCLI) -> None:
     await anka_cli.clone(ANKLET, "vm1")
     control.add_fault(with_template, effect="ip_never", count=1)

@@ -105,7 +105,7 @@ def _foreground(ctx: Ctx, vm: VM, command: list[str], cwd: Path, env: dict[str, 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     identity, boot_id = _register(ctx, vm.uuid, proc)
-    status = proc.wait()
+    status = _wait(proc, vm.fail_at)
     with ctx.store.write() as state:
         current = state.vms.get(vm.uuid)
         alive = current is not None and current.status == RUNNING and current.boot_id == boot_id
@@ -115,6 +115,18 @@ def _foreground(ctx: Ctx, vm: VM, command: list[str], cwd: Path, env: dict[str, 
         sys.stderr.write("anka: connection to the guest was lost\n")
         return LINK_LOST
     return status if status >= 0 else 128 - status
+
+
+def _wait(proc: subprocess.Popen[bytes], fail_at: float | None) -> int:
+    """The guest's exit status; a VM scheduled to go ``failed`` (``vm_failed`` with ``after``) takes
+    its guest processes down with it when that time comes, as a crashed VM would."""
+    if fail_at is None:
+        return proc.wait()
+    try:
+        return proc.wait(max(0.0, fail_at - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _background(ctx: Ctx, vm: VM, command: list[str], cwd: Path, env: dict[str, str]) -> Reply:
