@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 GROUP = "anklet.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+INT64_MAX = 2**63 - 1  # what a Kubernetes API server stores in an integer field
 KIND = "AnkaJob"
 PLURAL = "ankajobs"
 SINGULAR = "ankajob"
@@ -90,9 +91,9 @@ class GitHubJobSpec(_SpecModel):
 
     owner: str = Field(description="Repository owner (user or organisation).")
     repo: str = Field(description="Repository name.")
-    job_id: int = Field(alias="jobId", ge=1, description="workflow_job id.")
-    run_id: int = Field(alias="runId", ge=1, description="workflow run id.")
-    run_attempt: int = Field(default=1, alias="runAttempt", ge=1)
+    job_id: int = Field(alias="jobId", ge=1, le=INT64_MAX, description="workflow_job id.")
+    run_id: int = Field(alias="runId", ge=1, le=INT64_MAX, description="workflow run id.")
+    run_attempt: int = Field(default=1, alias="runAttempt", ge=1, le=INT64_MAX)
     labels: list[str] = Field(default_factory=list, description="The job's runs-on labels.")
     html_url: str | None = Field(default=None, alias="htmlUrl")
     workflow_name: str | None = Field(default=None, alias="workflowName")
@@ -148,12 +149,17 @@ class AnkaJobSpec(_SpecModel):
         default=None, description="Host-to-guest folder mounts as host_path[:guest_name]."
     )
     timeout_seconds: int | None = Field(
-        default=None, alias="timeoutSeconds", ge=1, description="Upper bound for the workload's run."
+        default=None,
+        alias="timeoutSeconds",
+        ge=1,
+        le=INT64_MAX,
+        description="Upper bound for the workload's run.",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         alias="ttlSecondsAfterFinished",
         ge=0,
+        le=INT64_MAX,
         description="Delete the AnkaJob this long after it finished.",
     )
     priority: int = Field(
