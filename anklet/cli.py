@@ -177,6 +177,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from anklet.redis_startup import RedisUnreachable, wait_for_redis
     from host_agent.agent import Agent, AgentConfig
     from host_agent.anka import AnkaCLI, AnkaError, AnkaTimeouts
+    from host_agent.detached import DetachedRuns
     from host_agent.facts import HostFacts, StartRefused
     from host_agent.metrics import AgentMetrics
 
@@ -259,7 +260,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                 await redis.aclose()
                 return EXIT_CONFIG
             log.info("metrics at %s", server.url)
-        agent = Agent(config, HostProtocol(redis, name), anka, facts, metrics=metrics)
+        runs = DetachedRuns.for_cli(anka, state_dir / "runs")  # workload results outlive the agent
+        agent = Agent(config, HostProtocol(redis, name), anka, facts, metrics=metrics, runs=runs)
         holder.append(agent)
         try:
             await agent.run()

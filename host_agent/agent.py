@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from anklet.vmname import NotManagedByAnklet, VMName
 from anklet.wire import DesiredVM, HostInfo, Observation, ObservedPhase
 from host_agent.anka import AnkaDriver, AnkaError, VMInfo
 from host_agent.converge import Action, Desire, Outcome, decide
+from host_agent.detached import DetachedRuns
 from host_agent.facts import HostFacts
 from host_agent.metrics import AgentMetrics
 from host_agent.mounts import unsupported_reason
@@ -67,8 +69,12 @@ class Agent:
         facts: HostFacts,
         *,
         metrics: AgentMetrics | None = None,
+        runs: DetachedRuns | None = None,
     ) -> None:
         self.config = config
+        #: Workload supervisors and their records (under the state dir): a job's result
+        #: survives an agent crash, so a restart reports it rather than running the job again.
+        self.runs = runs
         self.proto = proto
         self.anka = anka
         self.facts = facts
@@ -292,6 +298,7 @@ class Agent:
                 stopping=lambda: self.stopping,
                 secrets=self.wait_for_secret,
                 learn_size=self.proto.record_template_size,
+                runs=self.runs,
             )
             resume = action == Action.RESUME
             fields = job_fields(d.namespace, d.name, uid=d.uid, attempt=d.attempt, vm=d.vm_name)
@@ -345,8 +352,12 @@ class Agent:
 
     async def _delete_and_report(self, key: VMName, d: DesiredVM | None, obs: Observation | None) -> None:
         log.info("deleting VM %s", key)
+        if self.runs is not None:
+            self.runs.signal(str(key), signal.SIGTERM)  # a workload nobody waits for any more
         if not await delete_vm(self.anka, str(key)):
             return
+        if self.runs is not None:
+            self.runs.forget(str(key))
         if obs is not None and obs.attempt == key.attempt and obs.phase.is_terminal():
             self.reporter.put(obs.model_copy(update={"vm_deleted": True, "stage": "Finished"}))
         elif d is not None and d.cancel:

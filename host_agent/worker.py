@@ -2,7 +2,9 @@
 
 A worker reports each stage, turns every failure into an outcome with a reason (retryable for
 infrastructure faults, final for the workload's own verdict), and always deletes its VM before
-it reports the terminal result with ``vm_deleted=True``.
+it reports the terminal result with ``vm_deleted=True``. The workload runs under a detached
+supervisor (``host_agent.detached``) whose record outlives the agent, so a worker resumed after an
+agent crash reports the workload's real result, or waits for it, instead of running it again.
 
 Host-to-guest mounts (the host's, then the job's) are resolved before anything is pulled, so a
 job asking for a folder this host lacks fails at once, and applied with ``anka mount`` once the
@@ -21,9 +23,20 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from anklet.wire import DesiredVM, Observation, ObservedPhase
-from host_agent.anka import AnkaAlreadyExists, AnkaDriver, AnkaError, AnkaNotFound, AnkaTimeout, VMInfo
+from host_agent.anka import (
+    AnkaAlreadyExists,
+    AnkaDriver,
+    AnkaError,
+    AnkaNotFound,
+    AnkaTimeout,
+    RunResult,
+    VMInfo,
+    env_script,
+)
+from host_agent.detached import DetachedRuns, result_of
 from host_agent.mounts import MountError, MountSpec, resolve_mounts
 from host_agent.reporter import Reporter
+from host_agent.runstate import ResumeRun, resume_run
 from host_agent.templates import TemplateSize, TemplateStore, TemplateUnavailable
 
 log = logging.getLogger("anklet.agent")
@@ -77,6 +90,7 @@ class Worker:
         stopping: Callable[[], bool] = lambda: False,
         secrets: Callable[[str, int], Awaitable[dict[str, str] | None]] | None = None,
         learn_size: Callable[[list[str], str | None, int, int], Awaitable[None]] | None = None,
+        runs: DetachedRuns | None = None,
     ) -> None:
         self.d = desired
         self.anka = anka
@@ -87,6 +101,9 @@ class Worker:
         self.stopping = stopping
         self.secrets = secrets
         self.learn_size = learn_size
+        #: Workloads run through detached supervisors whose results outlive this agent; without
+        #: (the in-memory fleet model), ``anka run`` is our child and dies with us.
+        self.runs = runs
         self.started_at: float | None = None
 
     def _report(self, phase: ObservedPhase, stage: str, **extra: Any) -> None:
@@ -139,6 +156,8 @@ class Worker:
         }
         self._report(result.phase, "Deleting", **fields)
         if await delete_vm(self.anka, self.d.vm_name):
+            if self.runs is not None:
+                self.runs.forget(self.d.vm_name)
             self._report(result.phase, "Finished", vm_deleted=True, **fields)
         await self.on_done()
 
@@ -154,13 +173,10 @@ class Worker:
 
     async def _attempt(self, *, resume: bool, prior: Observation | None, known: Sequence[VMInfo]) -> Result:
         d = self.d
-        if resume and prior is not None and prior.phase == ObservedPhase.RUNNING:
-            return Result(
-                ObservedPhase.FAILED,
-                "AgentRestarted",
-                "the host agent restarted while the workload ran; its output is lost",
-                retryable=True,
-            )
+        if resume:
+            resumed = await self._resume_run(prior)
+            if resumed is not None:
+                return resumed
         mounts = self._mounts()
         if isinstance(mounts, Result):
             return mounts
@@ -218,18 +234,60 @@ class Worker:
                     retryable=True,
                 )
             env.update(secret)
-        self.started_at = time.time()
-        self._report(ObservedPhase.RUNNING, "Running")
+        timeout = float(w.timeout_seconds) if w.timeout_seconds else None
+        limit = min(w.output_limit, self.config.output_tail)
         try:
-            run = await self.anka.run(
-                d.vm_name,
-                w.script,
-                env=env,
-                timeout=float(w.timeout_seconds) if w.timeout_seconds else None,
-                output_limit=min(w.output_limit, self.config.output_tail),
-            )
+            if self.runs is None:
+                self._running()
+                run = await self.anka.run(d.vm_name, w.script, env=env, timeout=timeout, output_limit=limit)
+            else:
+                payload = env_script(w.script, env).encode()
+                run = await self.runs.run(
+                    d.vm_name, payload, timeout=timeout, output_limit=limit, on_started=self._running
+                )
         except AnkaError as exc:
             return Result(ObservedPhase.FAILED, "RunFailed", str(exc), retryable=True)
+        return self._verdict(run)
+
+    def _running(self) -> None:
+        self.started_at = time.time()
+        self._report(ObservedPhase.RUNNING, "Running")
+
+    async def _resume_run(self, prior: Observation | None) -> Result | None:
+        """After a restart: the workload's real result if it ran (or still runs) under a
+        supervisor; ``None`` when it never started and provisioning should carry on."""
+        reported_running = prior is not None and prior.phase == ObservedPhase.RUNNING
+        vm = self.d.vm_name
+        # Liveness first: a supervisor seen gone has written its record (if any) already.
+        alive = self.runs is not None and self.runs.supervisor_pid(vm) is not None
+        record = self.runs.record(vm) if self.runs is not None else None
+        decision = resume_run(record=record, supervisor_alive=alive, reported_running=reported_running)
+        if decision == ResumeRun.PROVISION:
+            return None
+        if prior is not None and prior.started_at is not None:
+            self.started_at = prior.started_at
+        run: RunResult | None = None
+        if decision == ResumeRun.REPORT:
+            assert record is not None
+            log.info("the workload of %s ended while the agent was away: exit %d", vm, record.exit_code)
+            run = result_of(record)
+        elif decision == ResumeRun.REATTACH:
+            assert self.runs is not None
+            if not reported_running:
+                self._running()
+            run = await self.runs.attach(vm)
+        if run is None:
+            return Result(
+                ObservedPhase.FAILED,
+                "AgentRestarted",
+                "the host agent restarted while the workload ran and its result is lost; retrying",
+                retryable=True,
+            )
+        return self._verdict(run)
+
+    def _verdict(self, run: RunResult) -> Result:
+        """The workload's exit → the attempt's result (final, except a lost guest link)."""
+        w = self.d.workload
         phase, reason, retryable = classify_exit(run.exit_code, run.timed_out, w.timeout_seconds)
         if run.timed_out:
             message = f"workload exceeded timeoutSeconds={w.timeout_seconds} and was killed"

@@ -155,7 +155,9 @@ def test_agent_killed_mid_job_leaves_no_second_vm_and_no_orphan(
     assert stack_thread.call(stack.kill_child(host, signal.SIGKILL)) == -signal.SIGKILL
     stack_thread.call(stack.restart_child(host))
     final = kubectl.wait_phase("survivor", "Succeeded", timeout=90)["status"]
-    assert final["attempts"] == 2, "the interrupted attempt is retried once"
+    # The workload's supervisor outlives the agent: the restarted agent reports its result.
+    assert final["attempts"] == 1, "the workload's result survived the agent; nothing was retried"
+    assert "finished" in (final.get("output") or "")
     assert anklet_vms(stack) == {h: [] for h in stack.endpoints["hosts"]} or all(
         final["vmName"] not in vms for vms in anklet_vms(stack).values()
     )

@@ -7,6 +7,7 @@ reserves a job exactly as the controller would and reads back what the agent rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
@@ -273,20 +275,67 @@ async def test_sigkill_during_provisioning_resumes_without_a_second_clone(
     assert [v for v in mac.vms() if v.startswith("anklet-vm-")] == []
 
 
-async def test_sigkill_while_running_fails_the_attempt_and_deletes_the_vm(
-    mac: Mac, ctl: ControllerProtocol
-) -> None:
+async def workload_ended(mac: Mac) -> bool:
+    """Every ``anka run <vm> bash`` process has exited (a killed one logs no exit status)."""
+    for call in mac.calls("run"):
+        if "bash" in call["argv"] and call["exit"] is None and call.get("pid"):
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(int(call["pid"])).status() != psutil.STATUS_ZOMBIE:
+                    return False
+    return True
+
+
+async def test_sigkill_while_running_reports_the_real_exit_status(mac: Mac, ctl: ControllerProtocol) -> None:
+    """The workload's supervisor outlives the agent: the restarted agent re-attaches to it and
+    reports the workload's own exit status (final, not retried), in the attempt's only VM."""
     mac.start()
     await registered(ctl)
-    d = job("interrupted", "sleep 30")
+    d = job("interrupted", "sleep 2; echo finished; exit 4")
     await ctl.reserve("mac-1", d)
     await phase(ctl, d, ObservedPhase.RUNNING)
     mac.kill()
     mac.start()
     obs = await outcome(ctl, d)
-    assert (obs.phase, obs.reason, obs.retryable) == (ObservedPhase.FAILED, "AgentRestarted", True)
+    assert (obs.phase, obs.reason, obs.exit_code) == (ObservedPhase.FAILED, "ExitCode", 4)
+    assert not obs.retryable, "the workload's own verdict is final"
+    assert "finished" in (obs.output or "")
     assert d.vm_name not in mac.vms()
     assert len(mac.calls("clone")) == 1
+    assert len([c for c in mac.calls("run") if "bash" in c["argv"]]) == 1, "the workload ran once"
+    assert not list((mac.home / "runs").glob(f"{d.vm_name}.*")), "its run files are cleaned up"
+
+
+async def test_timeout_still_kills_the_workload_after_an_agent_restart(
+    mac: Mac, ctl: ControllerProtocol
+) -> None:
+    mac.start()
+    await registered(ctl)
+    d = job("slow-restarted", "sleep 30", timeout=3)
+    await ctl.reserve("mac-1", d)
+    await phase(ctl, d, ObservedPhase.RUNNING)
+    mac.kill()
+    mac.start()
+    obs = await outcome(ctl, d, timeout=20)
+    assert (obs.phase, obs.reason, obs.retryable) == (ObservedPhase.FAILED, "Timeout", False)
+    await eventually(lambda: workload_ended(mac), 10)
+
+
+async def test_cancel_reaches_a_workload_started_before_an_agent_restart(
+    mac: Mac, ctl: ControllerProtocol
+) -> None:
+    mac.start()
+    await registered(ctl)
+    d = job("cancel-restarted", "sleep 30")
+    await ctl.reserve("mac-1", d)
+    await phase(ctl, d, ObservedPhase.RUNNING)
+    mac.kill()
+    mac.start()
+    await registered(ctl)
+    assert await ctl.cancel("mac-1", d.uid)
+    obs = await outcome(ctl, d, timeout=20)
+    assert obs.phase == ObservedPhase.CANCELLED
+    assert d.vm_name not in mac.vms()
+    await eventually(lambda: workload_ended(mac), 10)
 
 
 async def test_orphan_vms_are_deleted_and_foreign_vms_left_alone(mac: Mac, ctl: ControllerProtocol) -> None:
