@@ -327,3 +327,30 @@ def test_every_run_after_a_successful_one_counts_and_names_the_job() -> None:
         f"workload ran again ({VM2}",
         "workload ran again (anklet-vm-u1-a3",
     ]
+
+
+def test_stopping_the_monitor_survives_a_task_that_swallows_one_cancellation() -> None:
+    """Python 3.11's wait_for can swallow a cancellation; a single cancel() + gather hung here."""
+    import asyncio
+
+    from anklet.dev.invariants.monitor import cancel_and_wait
+
+    swallowed = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # the first cancellation is lost, as in the wait_for race
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait([task], wait=0.05), 5)
+        return task.cancelled()
+
+    assert asyncio.run(scenario())
+    assert swallowed == [True]

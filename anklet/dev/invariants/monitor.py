@@ -88,6 +88,23 @@ class Report:
             raise AssertionError(f"invariants violated:\n{self}")
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], *, rounds: int = 20, wait: float = 0.5) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any is still running.
+
+    On Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives just as its inner
+    call finishes, so a loop that uses it may survive one `cancel()`; a plain gather would then
+    wait forever. Bounded: after `rounds` the rest is left behind (and logged)."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    if pending:
+        log.warning("%d monitor task(s) ignored cancellation", len(pending))
+
+
 class Monitor:
     """Samples continuously while open; ``quiesce`` waits for the system to settle and checks it.
 
@@ -128,9 +145,7 @@ class Monitor:
         return self
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._http.aclose()
         await self._redis.aclose()
