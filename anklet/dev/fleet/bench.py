@@ -294,7 +294,7 @@ def _slow_handoffs(
     for vm in vms:
         by_host[vm["host"]].append(vm)
     for host, host_vms in by_host.items():
-        ends = sorted(v["run_ended"] for v in host_vms if v["run_ended"] is not None and v["run_ended"] >= since)
+        ends = sorted(v["run_ended"] for v in host_vms if (v["run_ended"] or 0.0) >= since)
         starts = sorted((v["first_command"], v["uid"]) for v in host_vms if v["first_command"] >= since)
         for end in ends:
             later = [s for s in starts if s[0] >= end]
