@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +123,38 @@ def test_unknown_fields_are_pruned_or_refused_per_field_validation(store: Store)
 
     obj, warnings = store.update(jobs(store), "default", "kept", add_status, subresource="status")
     assert obj["status"]["kopf"] == {"any": {"thing": 1}} and warnings == []
+
+
+def test_nulls_are_pruned_or_defaulted_as_the_apiserver_does(store: Store) -> None:
+    body = job("nulls", tag=None, priority=None, hostSelector={"a": None, "b": "1"})
+    obj, warnings = store.create(jobs(store), "default", body, field_validation="Strict")
+    assert warnings == []  # a pruned null is not an unknown field
+    spec = obj["spec"]
+    assert "tag" not in spec and spec["priority"] == 0 and spec["hostSelector"] == {"b": "1"}
+    with pytest.raises(ApiError) as invalid:  # a required field's null is pruned, then missing
+        store.create(jobs(store), "default", job("nulls2", template=None, mounts=[None]))
+    causes = invalid.value.status()["details"]["causes"]
+    assert [(c["field"], c["reason"]) for c in causes] == [
+        ("spec.template", "FieldValueRequired"),
+        ("spec.mounts[0]", "FieldValueTypeInvalid"),
+    ]
+
+
+def test_patterns_are_checked_with_go_semantics(store: Store) -> None:
+    with raises(422, "Invalid"):  # `$` does not match before a trailing newline in Go
+        store.create(jobs(store), "default", job("newline", handler="script\n"))
+    bad = copy.deepcopy(CRD)
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["handler"][
+        "pattern"
+    ] = "^(?!x)"
+    with pytest.raises(ApiError) as invalid:
+        store.update(resource(store, CRD_KEY), None, "ankajobs.anklet.dev", lambda _: bad)
+    assert invalid.value.code == 422
+    [cause] = invalid.value.status()["details"]["causes"]
+    assert cause["field"] == (
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[handler].pattern"
+    )
+    assert "must be a valid regular expression" in cause["message"]
 
 
 def test_generate_name(store: Store) -> None:

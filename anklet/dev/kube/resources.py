@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from anklet.dev.kube.schema import pattern_causes
 from anklet.dev.kube.table import AGE_COLUMN
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
@@ -118,6 +119,12 @@ def crd_causes(crd: Mapping[str, Any]) -> list[dict[str, str]]:
         name = crd.get("metadata", {}).get("name")
         message = f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'
         causes.append({"reason": "FieldValueInvalid", "message": message, "field": "metadata.name"})
+    versions = spec.get("versions")
+    for index, version in enumerate(versions if isinstance(versions, list) else []):
+        schema = (version.get("schema") or {}) if isinstance(version, Mapping) else {}
+        if isinstance(schema, Mapping):  # a pattern Go cannot compile: the apiserver refuses the CRD
+            field = f"spec.versions[{index}].schema.openAPIV3Schema"
+            causes += pattern_causes(schema.get("openAPIV3Schema"), field)
     return causes
 
 

@@ -1,8 +1,10 @@
 """What kube-apiserver does with a CRD's `openAPIV3Schema` on every write: prune, default, validate.
 
-Order as in the apiserver: unknown fields are pruned (reported per `fieldValidation`), `default`s
-are filled in, then the object is validated and every violation becomes a 422 cause with the
-apiserver's reasons (`FieldValueRequired`, `FieldValueTypeInvalid`, ...), which kubectl prints.
+Order as in the apiserver: unknown fields are pruned (reported per `fieldValidation`), then `null`s
+of fields that are not `nullable` and have no `default` (a YAML `tag:`), `default`s are filled in
+(also over such a `null`), then the object is validated and every violation becomes a 422 cause
+with the apiserver's reasons (`FieldValueRequired`, `FieldValueTypeInvalid`, ...), which kubectl
+prints. `pattern` means what it means to Go's regexp (`goregex`), not to Python's `re`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
+
+from anklet.dev.kube import goregex
 
 # Not part of a CR's schema: the apiserver handles these itself.
 _ROOT_MANAGED = ("apiVersion", "kind", "metadata")
@@ -119,20 +123,108 @@ def prune(obj: Any, schema: Mapping[str, Any], path: list[str | int] | None = No
     return dropped
 
 
-def apply_defaults(obj: Any, schema: Mapping[str, Any]) -> None:
-    """Fill in absent properties that declare a `default`, at every level that exists."""
+def _field_schema(schema: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """The schema of one key of an object: its property, else `additionalProperties`."""
+    properties = schema.get("properties") or {}
+    if key in properties:
+        return properties[key]  # type: ignore[no-any-return]
+    additional = schema.get("additionalProperties")
+    return additional if isinstance(additional, Mapping) else None
+
+
+def _replaceable_null(value: Any, schema: Mapping[str, Any] | None) -> bool:
+    """A `null` the apiserver does not keep: the field is not `nullable: true`."""
+    return value is None and schema is not None and not schema.get("nullable")
+
+
+def prune_nulls(obj: Any, schema: Mapping[str, Any] | None, path: list[str | int] | None = None) -> None:
+    """Drop `null` values of fields that are neither `nullable` nor defaulted, as the apiserver does.
+
+    "Null values for fields that either don't specify the nullable flag, or give it a false value,
+    will be pruned before defaulting happens. If a default is present, it will be applied. When
+    nullable is true, null values will be conserved" (Kubernetes docs, CRD "Defaulting and
+    Nullable"; apiextensions-apiserver PruneNonNullableNullsWithoutDefaults). This applies to object
+    keys (declared properties and `additionalProperties` entries); a `null` list item is kept and
+    then fails validation. A non-nullable `null` with a default is left to `apply_defaults`.
+    """
+    path = path or []
+    if schema is None:
+        return
     if isinstance(obj, MutableMapping):
-        for key, sub in (schema.get("properties") or {}).items():
-            if key not in obj and "default" in sub:
+        for key in list(obj):
+            if not path and key in _ROOT_MANAGED:
+                continue
+            sub = _field_schema(schema, key)
+            if _replaceable_null(obj[key], sub) and "default" not in (sub or {}):
+                del obj[key]
+            else:
+                prune_nulls(obj[key], sub, [*path, key])
+    elif isinstance(obj, list):
+        items = schema.get("items")
+        for index, item in enumerate(obj):
+            prune_nulls(item, items if isinstance(items, Mapping) else None, [*path, index])
+
+
+def apply_defaults(obj: Any, schema: Mapping[str, Any]) -> None:
+    """Fill in `default`s of absent fields and over `null`s of non-nullable ones, at every existing level."""
+    if isinstance(obj, MutableMapping):
+        properties = schema.get("properties") or {}
+        for key, sub in properties.items():
+            if "default" in sub and (key not in obj or _replaceable_null(obj[key], sub)):
                 obj[key] = copy.deepcopy(sub["default"])
-            if key in obj:
-                apply_defaults(obj[key], sub)
-        if isinstance(schema.get("additionalProperties"), Mapping):
-            for value in obj.values():
-                apply_defaults(value, schema["additionalProperties"])
+        additional = schema.get("additionalProperties")
+        for key, value in obj.items():
+            if key in properties:
+                apply_defaults(value, properties[key])
+            elif isinstance(additional, Mapping):
+                if "default" in additional and _replaceable_null(value, additional):
+                    obj[key] = copy.deepcopy(additional["default"])
+                apply_defaults(obj[key], additional)
     elif isinstance(obj, list) and isinstance(schema.get("items"), Mapping):
-        for item in obj:
-            apply_defaults(item, schema["items"])
+        items = schema["items"]
+        for index, item in enumerate(obj):
+            if "default" in items and _replaceable_null(item, items):
+                obj[index] = copy.deepcopy(items["default"])
+            apply_defaults(obj[index], items)
+
+
+def _go_pattern(
+    validator: jsonschema.protocols.Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """`pattern` as kube-apiserver checks it: Go's regexp.MatchString (`$` only at the very end)."""
+    if validator.is_type(instance, "string") and not goregex.search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
+
+
+def pattern_causes(schema: Any, field: str) -> list[dict[str, str]]:
+    """A CRD's patterns that Go cannot compile, as the apiserver refuses them (422 on the CRD)."""
+    causes: list[dict[str, str]] = []
+    if isinstance(schema, list):
+        for index, sub in enumerate(schema):
+            causes += pattern_causes(sub, f"{field}[{index}]")
+        return causes
+    if not isinstance(schema, Mapping):
+        return causes
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            goregex.compile_go(pattern)
+        except goregex.GoRegexError as exc:
+            message = (
+                f"Invalid value: {json.dumps(pattern)}: must be a valid regular expression, but isn't: {exc}"
+            )
+            causes.append({"reason": "FieldValueInvalid", "message": message, "field": f"{field}.pattern"})
+    for key in ("properties", "patternProperties"):
+        named = schema.get(key)
+        for name, sub in named.items() if isinstance(named, Mapping) else ():
+            causes += pattern_causes(sub, f"{field}.{key}[{name}]")
+    for key in ("items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"):
+        if key in schema:
+            causes += pattern_causes(schema[key], f"{field}.{key}")
+    return causes
 
 
 class SchemaValidator:
@@ -144,7 +236,7 @@ class SchemaValidator:
         for key in _ROOT_MANAGED:  # metadata is validated by validate_metadata() instead
             properties.pop(key, None)
         converted["properties"] = properties
-        self._validator = jsonschema.Draft4Validator(converted)
+        self._validator = _Validator(converted)
 
     def causes(self, obj: Mapping[str, Any]) -> list[dict[str, str]]:
         errors = sorted(self._validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])

@@ -19,7 +19,7 @@ from typing import Any
 
 from anklet.dev.kube import errors
 from anklet.dev.kube.resources import CRD_KEY, NAMESPACES_KEY, Registry, ResourceDef, crd_causes, crd_status
-from anklet.dev.kube.schema import SchemaValidator, apply_defaults, prune, validate_metadata
+from anklet.dev.kube.schema import SchemaValidator, apply_defaults, prune, prune_nulls, validate_metadata
 
 ObjectKey = tuple[str, str | None, str]  # (resource key, namespace or None, name)
 Change = Callable[[dict[str, Any]], Any]
@@ -274,7 +274,7 @@ class Store:
                 return name
 
     def _admit(self, res: ResourceDef, obj: dict[str, Any], field_validation: str) -> list[str]:
-        """Prune → default → validate, as the apiserver does for CRs; plus built-in specifics."""
+        """Prune (unknown fields, then nulls) → default → validate, as the apiserver does for CRs."""
         warnings: list[str] = []
         causes = validate_metadata(obj["metadata"])
         if res.schema is not None:
@@ -287,6 +287,7 @@ class Store:
                 )
             if field_validation != "Ignore":
                 warnings += [f'unknown field "{path}"' for path in dropped]
+            prune_nulls(obj, res.schema)
             apply_defaults(obj, res.schema)
             causes += self._validator(res).causes(obj)
         if res.key == CRD_KEY:
