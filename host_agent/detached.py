@@ -20,12 +20,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from host_agent.anka_model import AnkaError, RunResult
 from host_agent.runstate import RunRecord, RunRecordError, frame
+from host_agent.runsweep import RunFile, run_file_vm, stale_run_files
 from host_agent.supervise import HANDSHAKE, lock_path, log_path, record_path
 
 if TYPE_CHECKING:
@@ -105,6 +106,54 @@ class DetachedRuns:
             path = make(self.directory, vm)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def files(self) -> list[RunFile]:
+        """The run files on disk; other files, and files that vanish meanwhile, are left out."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        found: list[RunFile] = []
+        for entry in entries:
+            vm = run_file_vm(entry.name)
+            if vm is None:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False):
+                    found.append(RunFile(entry.name, vm, entry.stat(follow_symlinks=False).st_mtime))
+        return found
+
+    def sweep(self, live: Collection[str], *, now: float | None = None) -> list[str]:
+        """Delete the run files nothing will read again (``host_agent.runsweep``); their names.
+
+        ``live``: the VMs that exist, are desired or have a task. Locks are probed only for the
+        other VMs: a probe holds the lock for an instant, and a supervisor starting for a live VM
+        at that instant would find it taken. A lock that cannot be probed counts as held.
+        """
+        files = self.files()
+        held = {vm for vm in {f.vm for f in files} - set(live) if self._lock_held(vm)}
+        doomed = stale_run_files(files, live=live, held=held, now=time.time() if now is None else now)
+        swept: list[str] = []
+        for name in doomed:
+            try:
+                (self.directory / name).unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove the stale run file %s: %s", name, exc)
+                continue
+            swept.append(name)
+        if swept:
+            more = f" and {len(swept) - 20} more" if len(swept) > 20 else ""
+            log.info("removed %d stale run files: %s%s", len(swept), ", ".join(swept[:20]), more)
+        return swept
+
+    def _lock_held(self, vm: str) -> bool:
+        try:
+            return self.supervisor_pid(vm) is not None
+        except OSError as exc:
+            log.warning("cannot probe the run lock of %s (keeping its files): %s", vm, exc)
+            return True
 
     # ----- running --------------------------------------------------------------------------
     async def run(

@@ -55,7 +55,8 @@ class ReceiverMetrics:
         )
         self.redelivery_scans = Counter(
             "anklet_receiver_redelivery_scans",
-            "Scans for missed webhook deliveries, by result (ok, error).",
+            "Scans for missed webhook deliveries, by result (ok, error, skipped: another "
+            "replica holds this interval's scan slot).",
             ["result"],
             registry=self.registry,
         )
@@ -66,7 +67,8 @@ class ReceiverMetrics:
         )
         self.redelivery_last_success = Gauge(
             "anklet_receiver_redelivery_last_success_timestamp_seconds",
-            "Unix time of the last completed redelivery scan.",
+            "Unix time of the last redelivery scan this replica completed (0 on a replica that "
+            "never held the scan slot: take the max across replicas).",
             registry=self.registry,
         )
 

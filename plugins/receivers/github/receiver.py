@@ -29,6 +29,7 @@ from plugins.receivers.github.kube import AnkaJobStore
 from plugins.receivers.github.metrics import CONTENT_TYPE, ReceiverMetrics, action_label, event_label
 from plugins.receivers.github.recorder import Recorder, StoreUnavailable
 from plugins.receivers.github.redelivery import RedeliveryScanner
+from plugins.receivers.github.scanlock import ScanLock
 
 log = logging.getLogger("anklet.receiver.github")
 
@@ -164,6 +165,7 @@ class ReceiverApp:
             return
         if self._github is None:
             self._github = GitHubClient.from_settings(self.config.github)
+        assert self._store is not None  # start() set it
         self.scanner = RedeliveryScanner(
             self._github,
             self.recorder,
@@ -171,6 +173,8 @@ class ReceiverApp:
             hook_id=hook_id,
             hours=self.config.github.redelivery_hours,
             metrics=self.metrics,
+            # every replica runs this task; the Lease lets one of them scan per interval
+            lock=ScanLock(self._store, self.config.receiver.namespace),
         )
         self._scan_task = asyncio.create_task(
             self.scanner.run(self.config.github.redelivery_interval_seconds), name="redelivery-scan"

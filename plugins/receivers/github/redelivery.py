@@ -16,7 +16,9 @@ failed one only if its effect is still missing from Kubernetes:
    its payload carries everything the earlier ones would have recorded.
 
 Unlike the Go version it runs beside the HTTP server (never delaying /healthz or webhooks),
-repeats periodically rather than only at start, and covers `in_progress` deliveries too.
+repeats periodically rather than only at start, and covers `in_progress` deliveries too. With
+several receiver replicas only one scans per interval: each tick first claims the interval's
+slot on a Lease (`scanlock`); a replica that does not get it skips (`result="skipped"`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from plugins.receivers.github.events import (
 )
 from plugins.receivers.github.metrics import ReceiverMetrics
 from plugins.receivers.github.recorder import Recorder, StoredJob
+from plugins.receivers.github.scanlock import ScanLock
 
 log = logging.getLogger("anklet.receiver.github")
 
@@ -160,9 +163,12 @@ class RedeliveryScanner:
         hook_id: int,
         hours: float,
         metrics: ReceiverMetrics,
+        lock: ScanLock | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._github = github
+        #: The slot other replicas compete for; None scans on every tick (a lone receiver).
+        self.lock = lock
         self._recorder = recorder
         self._scope = scope
         self._hook_id = hook_id
@@ -176,7 +182,7 @@ class RedeliveryScanner:
         while True:
             started = time.monotonic()
             try:
-                await self.scan_once()
+                await self.tick(interval)
             except (GitHubError, KubeError) as exc:
                 self._metrics.redelivery_scans.labels(result="error").inc()
                 log.warning("redelivery scan failed (next in %.0f s): %s", interval, exc)
@@ -184,6 +190,19 @@ class RedeliveryScanner:
                 self._metrics.redelivery_scans.labels(result="error").inc()
                 log.exception("redelivery scan crashed (next in %.0f s)", interval)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def tick(self, interval: float) -> ScanReport | None:
+        """One round: claim the next `interval`'s slot, then scan; None when another replica
+        holds it (or our own slot still runs), counted as a skipped scan."""
+        if self.lock is not None and not await self.lock.claim(interval):
+            self._metrics.redelivery_scans.labels(result="skipped").inc()
+            log.debug(
+                "redelivery scan skipped: the slot is held by %s (lease %s)",
+                self.lock.holder or "another replica",
+                self.lock.ref,
+            )
+            return None
+        return await self.scan_once()
 
     async def scan_once(self) -> ScanReport:
         since = self._clock() - self._window
