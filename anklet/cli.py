@@ -344,7 +344,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from anklet.dev.stack import DevStack, DevStackError
 
     state_dir = Path(args.state_dir).resolve() if args.state_dir else None
-    stack = DevStack(hosts=args.hosts, state_dir=state_dir, time_scale=args.time_scale)
+    stack = DevStack(
+        hosts=args.hosts,
+        state_dir=state_dir,
+        time_scale=args.time_scale,
+        redis_sentinel=args.redis_sentinel,
+        redis_appendonly=args.redis_sentinel,
+    )
     try:
         if args.demo:
             return _run_until_signal(stack.demo(Path(args.examples), timeout=args.timeout))
@@ -434,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--examples", default="examples", help="directory of AnkaJob YAML for --demo")
     dev.add_argument("--timeout", type=float, default=240.0, help="--demo gives up after this many seconds")
     dev.add_argument("--time-scale", type=float, default=0.02, help="simulated Anka latency multiplier")
+    dev.add_argument(
+        "--redis-sentinel",
+        action="store_true",
+        help="run Redis as primary + replica + 3 Sentinels (append-only) and connect through the Sentinels",
+    )
     dev.set_defaults(func=cmd_dev)
 
     ctl = sub.add_parser("controller", help="run the kopf controller (in-cluster or with a kubeconfig)")

@@ -3,6 +3,8 @@
 It talks to Redis with an admin URL (ANKLET_REDIS_URL or --redis-url), writes the user with
 ACL SETUSER (rules from `anklet.acl`, the password sent only as its SHA-256), persists it with
 ACL SAVE when the server has an aclfile, and prints the new credentials once, to stdout only.
+Users are not replicated, so behind Sentinel (a ``redis+sentinel://`` admin URL) the same rules
+go to the primary and to every replica the Sentinels know, so a failover keeps every login.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 from pydantic import ValidationError
 
-from anklet import acl
+from anklet import acl, redis_sentinel
 from anklet.redis_tls import RedisTLSError, client_options
 
 log = logging.getLogger("anklet.credentials")
@@ -67,12 +69,18 @@ def target(name: str | None, controller: bool) -> Target:
 
 def credential_url(base: str, user: str, password: str) -> str:
     """`base` (scheme, address, db; any credentials in it dropped) with `user:password`."""
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    if redis_sentinel.is_sentinel_url(base):
+        redis_sentinel.parse(base)  # ValueError when malformed
+        scheme, _, rest = base.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        return f"{scheme}://{userinfo}@{netloc.rpartition('@')[2]}{slash}{tail}"
     parts = urlsplit(base)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ValueError("the Redis URL must look like redis[s]://host[:port][/db]")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     address = host if parts.port is None else f"{host}:{parts.port}"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{address}"
+    netloc = f"{userinfo}@{address}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
@@ -101,12 +109,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         # ValidationError hides its input (RedisSettings); the others never carry the URL.
         log.error("%s", exc)
         return EXIT_CONFIG
-    client = redis.Redis.from_url(
-        admin_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=15, **options
-    )
     try:
-        with client:
-            return _apply(client, who, args, public, out)
+        clients = _nodes(admin_url, options)
+        try:
+            return _apply(clients, who, args, public, out)
+        finally:
+            for client in clients:
+                client.close()
     except redis.AuthenticationError as exc:
         log.error("the admin Redis URL was refused: %s", exc)
     except redis.ConnectionError as exc:
@@ -116,7 +125,29 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return EXIT_FAILED
 
 
-def _apply(client: redis.Redis, who: Target, args: argparse.Namespace, public: str, out: TextIO) -> int:
+def _nodes(admin_url: str, options: dict[str, Any]) -> list[redis.Redis]:
+    """Where the user must be written: the server, or behind Sentinel the primary then every
+    replica (ACL users are not replicated). ConnectionError when the Sentinels know no primary."""
+    common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5, "socket_timeout": 15}
+    if not redis_sentinel.is_sentinel_url(admin_url):
+        return [redis.Redis.from_url(admin_url, **common, **options)]
+    from redis.sentinel import Sentinel
+
+    parsed = redis_sentinel.parse(admin_url)
+    redis_side, sentinel_side = redis_sentinel.client_kwargs(parsed, common, options)
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call]
+    primary = sentinel.discover_master(parsed.service)  # type: ignore[no-untyped-call]
+    replicas = sentinel.discover_slaves(parsed.service)  # type: ignore[no-untyped-call]
+    addresses: list[tuple[str, int]] = [primary, *replicas]
+    for client in sentinel.sentinels:
+        client.close()
+    return [redis.Redis(host=host, port=port, **redis_side) for host, port in addresses]
+
+
+def _apply(
+    clients: list[redis.Redis], who: Target, args: argparse.Namespace, public: str, out: TextIO
+) -> int:
+    client = clients[0]  # the server, or the primary
     info: dict[str, Any] = client.info("server")
     caps = acl.ServerCaps.for_version(str(info.get("redis_version", "")))
     exists = client.acl_getuser(who.user) is not None
@@ -124,9 +155,10 @@ def _apply(client: redis.Redis, who: Target, args: argparse.Namespace, public: s
         if not exists:
             log.error("no Redis user %s to revoke", who.user)
             return EXIT_FAILED
-        client.acl_deluser(who.user)  # Redis also closes the connections it had
-        _persist(client)
-        log.info("revoked Redis user %s", who.user)
+        for node in clients:
+            node.acl_deluser(who.user)  # Redis also closes the connections it had
+            _persist(node)
+        log.info("revoked Redis user %s%s", who.user, _where(clients))
         return EXIT_OK
     if exists and not args.rotate:
         log.error(
@@ -142,11 +174,12 @@ def _apply(client: redis.Redis, who: Target, args: argparse.Namespace, public: s
         rules = acl.controller_rules(password, caps)
     else:
         rules = acl.host_rules(who.host, password, caps)
-    client.execute_command("ACL", "SETUSER", who.user, *rules)  # type: ignore[no-untyped-call]
-    if args.rotate:
-        # A new password does not log out connections made with the old one: cut them.
-        client.execute_command("CLIENT", "KILL", "USER", who.user)  # type: ignore[no-untyped-call]
-    _persist(client)
+    for node in clients:
+        node.execute_command("ACL", "SETUSER", who.user, *rules)  # type: ignore[no-untyped-call]
+        if args.rotate:
+            # A new password does not log out connections made with the old one: cut them.
+            node.execute_command("CLIENT", "KILL", "USER", who.user)  # type: ignore[no-untyped-call]
+        _persist(node)
     if not caps.key_permissions:
         log.warning(
             "Redis %s has no read/write key permissions (7.0+): %s may also read the shared keys it writes",
@@ -156,11 +189,16 @@ def _apply(client: redis.Redis, who: Target, args: argparse.Namespace, public: s
     out.write(render(credential_url(public, who.user, password), who.host, args.output or "env"))
     out.flush()
     log.info(
-        "%s Redis user %s; the credentials above are shown only once",
+        "%s Redis user %s%s; the credentials above are shown only once",
         "rotated" if args.rotate else "created",
         who.user,
+        _where(clients),
     )
     return EXIT_OK
+
+
+def _where(clients: list[redis.Redis]) -> str:
+    return "" if len(clients) == 1 else f" on the primary and {len(clients) - 1} replica(s)"
 
 
 def _persist(client: redis.Redis) -> None:

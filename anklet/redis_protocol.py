@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from anklet import keys
+from anklet import keys, redis_sentinel
 from anklet.redis_tls import RedisTLS, client_options
 from anklet.wire import DesiredVM, HostConfig, HostInfo, Observation, Reservation, StopReason
 
@@ -85,30 +85,42 @@ return 1
 """
 
 
-def connect(url: str, tls: RedisTLS | None = None) -> aioredis.Redis:
+def connect(
+    url: str, tls: RedisTLS | None = None, *, socket_timeout: float = 30.0, retries: int = 3
+) -> aioredis.Redis:
     """A client whose individual commands retry briefly on connection errors.
 
     Longer outages are handled by the callers' loops (see `anklet.backoff`), which log one
     line per outage instead of one per command. `tls` applies to `rediss://` URLs (the
     processes pass their settings' `redis_tls()`); it raises RedisTLSError on a mismatch.
+    A ``redis+sentinel://`` URL (`anklet.redis_sentinel`) gives a client that finds the
+    primary through the Sentinels and follows a failover. Observers that must not stall during
+    an outage (the invariant monitor) pass a short `socket_timeout` and no `retries`.
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-        socket_connect_timeout=5,
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 30,
+        "socket_connect_timeout": min(5.0, socket_timeout),
         # A hung server (not a refused connection) must surface as an error, not a hang; the
-        # longest blocking read we issue (BLPOP/XREAD) is 10 s, well inside this.
-        socket_timeout=30,
-        **client_options(url, tls),
-    )
+        # longest blocking read we issue (BLPOP/XREAD) is 10 s, well inside the default 30 s.
+        "socket_timeout": socket_timeout,
+    }
+    options = client_options(url, tls)
+    if redis_sentinel.is_sentinel_url(url):
+        from redis.asyncio.sentinel import Sentinel
+
+        parsed = redis_sentinel.parse(url)
+        redis_side, sentinel_side = redis_sentinel.client_kwargs(parsed, common, options)
+        sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call]
+        return cast(aioredis.Redis, sentinel.master_for(parsed.service, **redis_side))
+    return aioredis.Redis.from_url(url, **common, **options)
 
 
 def _float(raw: str | None) -> float | None:
@@ -155,8 +167,15 @@ class HostProtocol:
         await self.client.sadd(keys.hosts_index(), self.host)
         await publish_event(self.client, "host", host=self.host)
 
-    async def heartbeat(self) -> None:
-        await self.client.set(keys.host_lease(self.host), str(time.time()), px=keys.LEASE_TTL_MS)
+    async def heartbeat(self) -> bool:
+        """Renew the lease; False when the registration is gone (Redis lost its data, or a
+        failover lost the newest writes) and the host must register again to be scheduled."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.host_lease(self.host), str(time.time()), px=keys.LEASE_TTL_MS)
+        pipe.exists(keys.host_info(self.host))
+        pipe.sadd(keys.hosts_index(), self.host)  # the index is write-only for a host (ACL)
+        _, info, added = await pipe.execute()
+        return bool(info) and not added
 
     async def wait_for_wakeup(self, timeout: float) -> bool:
         """Block until the controller pushes a token or `timeout` passes; drain extra tokens."""

@@ -19,6 +19,8 @@ from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from anklet import redis_sentinel
+
 #: Refusals that no retry changes (redis-py makes them ConnectionErrors, hence listed first).
 FINAL = (AuthenticationError, AuthorizationError)
 #: Failures worth another try within the budget; anything else is final too.
@@ -35,6 +37,11 @@ class RedisUnreachable(Exception):
 def describe(url: str) -> str:
     """Where the URL points, as ``host:port db N``: never the URL itself, which is a secret (and
     masked in logs as a whole, so quoting it would hide where the process tried to connect)."""
+    if redis_sentinel.is_sentinel_url(url):
+        try:
+            return redis_sentinel.parse(url).describe()
+        except ValueError:
+            return "the configured Sentinels"
     try:
         parts = urlsplit(url)
         if parts.scheme == "unix":

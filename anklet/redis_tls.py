@@ -44,10 +44,15 @@ def client_options(url: str, tls: RedisTLS | None = None) -> dict[str, Any]:
         raise RedisTLSError(
             f"the Redis URL sets {', '.join(overrides)}; use the redis_tls_* settings instead"
         )
-    if parts.scheme != "rediss":
+    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
+        from anklet import redis_sentinel
+
+        redis_sentinel.parse(url)  # a malformed Sentinel URL fails here, where settings are read
+    if parts.scheme not in ("rediss", "rediss+sentinel"):
         if tls.configured:
             raise RedisTLSError(
-                "redis_tls_* settings are set but the Redis URL is not rediss://; use rediss:// for TLS"
+                "redis_tls_* settings are set but the Redis URL is not rediss:// (or rediss+sentinel://); "
+                "use it for TLS"
             )
         return {}
     if tls.key_file and not tls.cert_file:

@@ -19,6 +19,8 @@ Patch = dict[str, Any]
 
 COND_SCHEDULED = "Scheduled"
 COND_FINISHED = "Finished"
+#: The host no longer holds the job's attempt (its Redis record is gone): the attempt is retried.
+RESERVATION_LOST = "ReservationLost"
 
 
 def _ts(now: datetime) -> str:
@@ -146,9 +148,19 @@ _FORWARD = {ObservedPhase.PROVISIONING: Phase.PROVISIONING, ObservedPhase.RUNNIN
 
 
 def apply_observation(
-    status: AnkaJobStatus, obs: Observation, *, backoff_limit: int, now: datetime
+    status: AnkaJobStatus,
+    obs: Observation,
+    *,
+    backoff_limit: int,
+    now: datetime,
+    cancel_requested: bool = True,
 ) -> ObservationOutcome:
-    """Fold one host observation into the status, forward only and for the current attempt only."""
+    """Fold one host observation into the status, forward only and for the current attempt only.
+
+    A host reports "cancelled" whenever it deleted a VM nobody wants any more. Unless a cancel
+    was requested (`cancel_requested`: the spec, a deletion or the handler), that means the
+    host lost the job's record (Redis lost writes, e.g. in a failover): the user's job is
+    retried, never marked Cancelled."""
     if status.phase.is_terminal() or obs.attempt != status.attempts or obs.host != status.host:
         return ObservationOutcome(patch=None)
     if obs.phase in _FORWARD:
@@ -166,6 +178,15 @@ def apply_observation(
     if not obs.vm_deleted:
         # Terminal reports are only trusted once the VM is gone; until then keep waiting.
         return ObservationOutcome(patch=None)
+    if obs.phase == ObservedPhase.CANCELLED and not cancel_requested:
+        obs = obs.model_copy(
+            update={
+                "phase": ObservedPhase.FAILED,
+                "reason": RESERVATION_LOST,
+                "message": "the host deleted the VM without a cancel request: it no longer held the job",
+                "retryable": True,
+            }
+        )
     if obs.phase == ObservedPhase.SUCCEEDED:
         return ObservationOutcome(
             patch=finished(

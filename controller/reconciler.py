@@ -569,7 +569,13 @@ class Reconciler:
                 obs = await self._interpret(job, plugin, obs, stop)
             except plugins.NotYet:
                 return False
-            outcome = phases.apply_observation(status, obs, backoff_limit=job.spec.backoff_limit, now=now)
+            outcome = phases.apply_observation(
+                status,
+                obs,
+                backoff_limit=job.spec.backoff_limit,
+                now=now,
+                cancel_requested=cancelling or stop is not None,
+            )
             before = job
             if outcome.patch is not None:
                 job = await self._write(job, outcome.patch)
@@ -607,7 +613,9 @@ class Reconciler:
         if obs is None and desired is None:
             job = await self._write(
                 job,
-                phases.requeue(status, reason="ReservationLost", message="the host no longer holds the job"),
+                phases.requeue(
+                    status, reason=phases.RESERVATION_LOST, message="the host no longer holds the job"
+                ),
             )
             return self._wants_host(job)
         if desired is not None and (obs is None or not obs.phase.is_terminal()):

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,9 @@ class Agent:
         self.prepull = PrePuller(proto.host_config, self.templates, retry_seconds=config.resync_seconds)
         self.tasks: dict[VMName, asyncio.Task[None]] = {}
         self._orphans: dict[str, float] = {}
+        self._withdrawn: set[VMName] = set()  # tasks stopped because their desired record vanished
+        self._slot_waits: set[VMName] = set()  # desired VMs waiting for a slot (logged once)
+        self._next_run_sweep = float("-inf")  # monotonic time of the next sweep of stale run files
         self._info: HostInfo | None = None
         self._backoff = Backoff(log, "host agent")
         self._stop = asyncio.Event()
@@ -147,8 +151,12 @@ class Agent:
         backoff = Backoff(log, "heartbeat")
         while True:
             try:
-                await self.proto.heartbeat()
-                if backoff.failing and self._info is not None:
+                registered = await self.proto.heartbeat()
+                if self._info is not None and (backoff.failing or not registered):
+                    if not registered:
+                        log.warning(
+                            "host %s: registration missing from Redis; registering again", self._info.name
+                        )
                     await self.proto.register(self._info)
                 backoff.succeeded()
             except (RedisError, OSError) as exc:
@@ -265,7 +273,26 @@ class Agent:
             )
             await self._act(action, key, d, obs, vms)
         self._orphans = {name: t for name, t in self._orphans.items() if any(str(k) == name for k in owned)}
+        self._withdrawn &= set(self.tasks)
+        self._slot_waits &= set(wanted)
+        self._sweep_runs(vms, desired.values())
         self.prepull.tick(vms)  # background pre-pulls; never waits
+
+    def _sweep_runs(self, vms: list[VMInfo], desired: Iterable[DesiredVM]) -> None:
+        """Remove run files that nothing will read again (``host_agent.runsweep``).
+
+        Part of converge, like the orphan-VM sweep, but at most once per resync interval: a busy
+        agent converges on every wake-up, and the directory need not be scanned that often.
+        """
+        now = time.monotonic()
+        if self.runs is None or now < self._next_run_sweep:
+            return
+        self._next_run_sweep = now + self.config.resync_seconds
+        live = {vm.name for vm in vms} | {d.vm_name for d in desired} | {str(k) for k in self.tasks}
+        try:
+            self.runs.sweep(live)
+        except OSError as exc:  # housekeeping must never stall converging
+            log.warning("could not sweep the runs directory %s: %s", self.runs.directory, exc)
 
     def _reap(self) -> None:
         for key, task in list(self.tasks.items()):
@@ -279,6 +306,8 @@ class Agent:
     ) -> None:
         if action == Action.NOTHING:
             return
+        if action == Action.START and not self._slot_free(key, vms):
+            return  # converge runs again when a VM here is deleted (the worker pokes it)
         if action in (Action.START, Action.RESUME):
             assert d is not None
             worker = Worker(
@@ -296,6 +325,7 @@ class Agent:
                 ),
                 on_done=self._poke,
                 stopping=lambda: self.stopping,
+                withdrawn=lambda: key in self._withdrawn,
                 secrets=self.wait_for_secret,
                 learn_size=self.proto.record_template_size,
                 runs=self.runs,
@@ -308,7 +338,11 @@ class Agent:
                     worker.run(resume=resume, prior=obs, known=vms), name=str(key)
                 )
         elif action == Action.STOP_TASK:
-            log.info("cancelling %s: no longer desired", key)
+            if d is None:
+                log.warning("stopping %s: its desired record is gone (not a cancel request)", key)
+                self._withdrawn.add(key)
+            else:
+                log.info("cancelling %s: cancel requested", key)
             self.tasks[key].cancel()
         elif action == Action.DELETE_VM:
             if d is None and obs is None and not self._orphan_due(str(key)):
@@ -327,6 +361,27 @@ class Agent:
             self.reporter.drop(key.uid)
             with contextlib.suppress(RedisError, OSError):
                 await self.proto.forget(key.uid)
+
+    def _slot_free(self, key: VMName, vms: list[VMInfo]) -> bool:
+        """Whether a new VM fits this Mac's VM slots, counting what is really here.
+
+        Redis's reservations normally guarantee it; this guards the moment they are wrong (Redis
+        lost writes: a new job is reserved while a withdrawn VM is still being deleted), so the
+        Mac never holds more VMs than it may (macOS allows two)."""
+        if self._info is None:
+            return True
+        here: set[VMName] = set(self.tasks)
+        for vm in vms:
+            with contextlib.suppress(NotManagedByAnklet):
+                here.add(VMName.parse(vm.name))
+        here.discard(key)
+        if len(here) < self._info.vm_slots:
+            self._slot_waits.discard(key)
+            return True
+        if key not in self._slot_waits:
+            self._slot_waits.add(key)
+            log.warning("%s waits: all %d VM slots of this Mac are taken", key, self._info.vm_slots)
+        return False
 
     def _mount_refusal(self) -> str | None:
         info = self._info

@@ -110,6 +110,23 @@ class _Run:
                 os.killpg(child.pid, signal.SIGKILL)
 
 
+def final_record(status: int, output: str, *, kill_requested: bool, timeout_fired: bool) -> RunRecord:
+    """How the workload ended, from its exit status and what we did to it.
+
+    A kill (a cancellation, or the timeout) that came after the workload had exited changed
+    nothing: its own exit status is the result. Recording it as killed would make the agent
+    report "stopped, retry" for a job that had just finished, and run it a second time."""
+    by_signal = status < 0
+    timed_out = timeout_fired and by_signal
+    return RunRecord(
+        exit_code=-int(signal.SIGKILL) if timed_out else status,
+        output=output,
+        timed_out=timed_out,
+        killed=kill_requested and by_signal,
+        finished_at=time.time(),
+    )
+
+
 def _read_payload(stream: int) -> bytes | None:
     header = bytearray()
     while not header.endswith(b"\n"):
@@ -182,13 +199,7 @@ def supervise(directory: Path, vm: str, command: list[str], timeout: float | Non
         timer.cancel()
     write_record(
         record_path(directory, vm),
-        RunRecord(
-            exit_code=-int(signal.SIGKILL) if run.timed_out else status,
-            output=tail.text(),
-            timed_out=run.timed_out,
-            killed=run.killed,
-            finished_at=time.time(),
-        ),
+        final_record(status, tail.text(), kill_requested=run.killed, timeout_fired=run.timed_out),
     )
     return 0
 

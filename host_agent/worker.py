@@ -88,6 +88,7 @@ class Worker:
         config: WorkerConfig,
         on_done: Callable[[], Awaitable[None]],
         stopping: Callable[[], bool] = lambda: False,
+        withdrawn: Callable[[], bool] = lambda: False,
         secrets: Callable[[str, int], Awaitable[dict[str, str] | None]] | None = None,
         learn_size: Callable[[list[str], str | None, int, int], Awaitable[None]] | None = None,
         runs: DetachedRuns | None = None,
@@ -99,6 +100,8 @@ class Worker:
         self.config = config
         self.on_done = on_done
         self.stopping = stopping
+        #: True once the controller's record of this attempt vanished (not a cancel request).
+        self.withdrawn = withdrawn
         self.secrets = secrets
         self.learn_size = learn_size
         #: Workloads run through detached supervisors whose results outlive this agent; without
@@ -131,11 +134,23 @@ class Worker:
         try:
             result = await self._attempt(resume=resume, prior=prior, known=known)
         except asyncio.CancelledError:
-            if self.stopping():
+            ended = None if self.cancel_requested() else self._ended_run()
+            if ended is not None:
+                # Stopped just as the workload ended on its own: its result is the truth, and
+                # reporting "retry" instead would run a finished job again.
+                result = ended
+            elif self.stopping():
                 result = Result(
                     ObservedPhase.FAILED,
                     "AgentStopped",
                     "the host agent stopped before the job finished; VM deleted",
+                    retryable=True,
+                )
+            elif self.withdrawn():
+                result = Result(
+                    ObservedPhase.FAILED,
+                    "ReservationLost",
+                    "the job's record on this host vanished (Redis lost it?); VM deleted",
                     retryable=True,
                 )
             else:
@@ -143,6 +158,16 @@ class Worker:
             await asyncio.shield(self.finish(result))
             raise
         await asyncio.shield(self.finish(result))
+
+    def cancel_requested(self) -> bool:
+        """The controller asked for this teardown (neither an agent stop nor a vanished record)."""
+        return not self.stopping() and not self.withdrawn()
+
+    def _ended_run(self) -> Result | None:
+        """The result the workload's supervisor recorded, if the workload ended on its own
+        (not killed at our request while we were being cancelled)."""
+        record = self.runs.record(self.d.vm_name) if self.runs is not None else None
+        return None if record is None or record.killed else self._verdict(result_of(record))
 
     async def finish(self, result: Result) -> None:
         """Report the result, delete the VM, then confirm: terminal + vm_deleted."""

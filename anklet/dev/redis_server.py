@@ -52,7 +52,8 @@ class RedisServer:
     """A redis-server child process; `stop()` (or the context manager) always ends it.
 
     With `aclfile` the server keeps its users there (ACL SAVE / ACL LOAD); with `tls` it
-    listens on TLS only and `url` is a `rediss://` URL."""
+    listens on TLS only and `url` is a `rediss://` URL; with `replica_of` it starts as a
+    replica of the server on that loopback port (see `anklet.dev.sentinel_group`)."""
 
     def __init__(
         self,
@@ -62,12 +63,16 @@ class RedisServer:
         appendonly: bool = False,
         tls: ServerTLS | None = None,
         aclfile: Path | None = None,
+        replica_of: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
         self.tls = tls
         self.aclfile = aclfile
+        self.replica_of = replica_of  # the loopback port of the primary this server replicates
+        self.extra_args = extra_args  # more `--option value` pairs for redis-server
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,6 +109,9 @@ class RedisServer:
             "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self.replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        argv += self.extra_args
         if self.aclfile is not None:
             self.aclfile.touch(exist_ok=True)  # the server refuses to start without the file
             argv += ["--aclfile", str(self.aclfile)]

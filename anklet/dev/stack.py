@@ -26,6 +26,7 @@ import yaml
 
 from anklet import crd, models
 from anklet.dev.redis_server import RedisServer, RedisUnavailable, free_port
+from anklet.dev.sentinel_group import SentinelGroup
 
 # The repository the dev stack's fake GitHub jobs belong to (the receiver's redelivery scope).
 DEV_OWNER = "anklet-dev"
@@ -66,12 +67,17 @@ class DevStack:
     agent_env: dict[str, str] = field(default_factory=dict)
     sim_config: dict[str, Any] = field(default_factory=dict)
     redis_appendonly: bool = False
+    # Redis as production runs it for high availability: primary, replica, three Sentinels;
+    # the processes get a redis+sentinel:// URL (see anklet.redis_sentinel).
+    redis_sentinel: bool = False
 
     def __post_init__(self) -> None:
         self._own_dir = self.state_dir is None
         self.dir = self.state_dir or Path(tempfile.mkdtemp(prefix="anklet-dev-"))
         self.children: list[_Child] = []
-        self.redis: RedisServer | None = None
+        self.redis: RedisServer | None = None  # the primary (at start, with Sentinel)
+        self.sentinels: SentinelGroup | None = None
+        self.redis_url = ""
         self.api: Any = None
         self.endpoints: dict[str, Any] = {}
         self.github: Any = None
@@ -90,7 +96,12 @@ class DevStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         try:
-            self.redis = RedisServer(self.dir / "redis", appendonly=self.redis_appendonly).start()
+            if self.redis_sentinel:
+                self.sentinels = SentinelGroup(self.dir / "redis", appendonly=self.redis_appendonly).start()
+                self.redis, self.redis_url = self.sentinels.servers[0], self.sentinels.url
+            else:
+                self.redis = RedisServer(self.dir / "redis", appendonly=self.redis_appendonly).start()
+                self.redis_url = self.redis.url
         except RedisUnavailable as exc:
             raise DevStackError(str(exc)) from exc
         self.api = KubeApiServer()
@@ -104,7 +115,7 @@ class DevStack:
         install_shim(bin_dir)
         base_env = {
             **os.environ,
-            "ANKLET_REDIS_URL": self.redis.url,
+            "ANKLET_REDIS_URL": self.redis_url,
             "KUBECONFIG": str(kubeconfig),
             "PYTHONUNBUFFERED": "1",
         }
@@ -173,7 +184,7 @@ class DevStack:
         self.endpoints = {
             "kube_api": self.api.url,
             "kubeconfig": str(kubeconfig),
-            "redis_url": self.redis.url,
+            "redis_url": self.redis_url,
             "webhook_url": self.webhook_url,
             "webhook_secret": self.webhook_secret,
             "github_api": self.github.url,
@@ -267,6 +278,9 @@ class DevStack:
         if self.github is not None:
             await self.github.__aexit__(None, None, None)
             self.github = None
+        if self.sentinels is not None:
+            self.sentinels.stop()
+            self.sentinels = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None

@@ -40,10 +40,18 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosSes
         asyncio.run(session.finish())
 
 
-@pytest.fixture
-async def chaos(request: pytest.FixtureRequest, chaos_session: ChaosSession) -> AsyncIterator[Chaos]:
+@pytest.fixture(scope="package")  # the same, with Redis as primary + replica + three Sentinels
+def sentinel_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosSession]:
+    session = ChaosSession(tmp_path_factory.mktemp("chaos-sentinel"), sentinel=True)
+    try:
+        yield session
+    finally:
+        asyncio.run(session.finish())
+
+
+async def _scenario(request: pytest.FixtureRequest, session: ChaosSession) -> AsyncIterator[Chaos]:
     started = time.monotonic()
-    system = await chaos_session.fresh()
+    system = await session.fresh()
     record: dict[str, Any] = {"scenario": request.node.name}
     request.node.stash[_KEY] = record
     begun = time.monotonic()
@@ -55,6 +63,20 @@ async def chaos(request: pytest.FixtureRequest, chaos_session: ChaosSession) -> 
         record["faults"] = list(system.faults)
         record["results"] = system.report.results() if system.report is not None else {}
         await system.close()
+
+
+@pytest.fixture
+async def chaos(request: pytest.FixtureRequest, chaos_session: ChaosSession) -> AsyncIterator[Chaos]:
+    async for system in _scenario(request, chaos_session):
+        yield system
+
+
+@pytest.fixture
+async def chaos_sentinel(
+    request: pytest.FixtureRequest, sentinel_session: ChaosSession
+) -> AsyncIterator[Chaos]:
+    async for system in _scenario(request, sentinel_session):
+        yield system
 
 
 @pytest.hookimpl(hookwrapper=True)

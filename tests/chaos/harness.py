@@ -32,6 +32,7 @@ from anklet import keys, models
 from anklet.dev.anka_sim import control
 from anklet.dev.invariants import Monitor, Report, Target, checks
 from anklet.dev.stack import DEV_OWNER, DEV_REPO, DevStack
+from anklet.redis_protocol import connect
 from tests.e2e.conftest import StackThread
 from tests.waiting import eventually
 
@@ -57,15 +58,17 @@ ANKA_TIMEOUTS = {
 }
 
 
-def chaos_stack(state_dir: Path) -> DevStack:
+def chaos_stack(state_dir: Path, *, sentinel: bool = False) -> DevStack:
     """Two simulated Macs with the small template preinstalled, fast pulls (overlapping pulls
-    corrupt the template, the real hazard), and short timers."""
+    corrupt the template, the real hazard), and short timers; with `sentinel`, Redis is a
+    primary, a replica and three Sentinels."""
     return DevStack(
         hosts=2,
         state_dir=state_dir,
         time_scale=0.02,
         out=io.StringIO(),
         redis_appendonly=True,
+        redis_sentinel=sentinel,
         sim_config={
             "preinstalled": [f"{TEMPLATE}:2c4r"],
             "pull_bytes_per_second": 2e9,
@@ -325,12 +328,16 @@ class Chaos:
 
     async def reset(self, timeout: float = 30) -> None:
         """Undo what a previous scenario left behind on purpose, then require a clean system."""
-        redis_server = self.stack.redis
-        assert redis_server is not None
-        if redis_server.process is not None and redis_server.process.poll() is None:
-            redis_server.process.send_signal(signal.SIGCONT)
-        else:
-            await asyncio.to_thread(redis_server.start)
+        group = self.stack.sentinels
+        servers = group.servers if group is not None else [self.stack.redis]
+        for server in servers:
+            assert server is not None
+            if server.process is not None and server.process.poll() is None:
+                server.process.send_signal(signal.SIGCONT)
+            elif group is None:
+                await asyncio.to_thread(server.start)
+        if group is not None:
+            await asyncio.to_thread(group.revive)
         for host in self.hosts:
             control.clear_faults(self.home(host))
         await self.github_fault("clear")
@@ -383,8 +390,9 @@ class ChaosSession:
     process running) and must reach a clean state, checked with the invariant checker itself;
     a stack that cannot be cleaned is replaced by a new one."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sentinel: bool = False) -> None:
         self.root = root
+        self.sentinel = sentinel
         self.generation = 0
         self.runner: StackThread | None = None
         # Starting and stopping block; a thread of our own (not the loop's default executor), so a
@@ -393,7 +401,7 @@ class ChaosSession:
 
     async def _boot(self) -> StackThread:
         self.generation += 1
-        runner = StackThread(chaos_stack(self.root / f"dev-{self.generation}"))
+        runner = StackThread(chaos_stack(self.root / f"dev-{self.generation}", sentinel=self.sentinel))
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._threads, runner.__enter__)
@@ -409,7 +417,8 @@ class ChaosSession:
             return
         runner, self.runner = self.runner, None
         pids = [c.process.pid for c in runner.stack.children if c.process.returncode is None]
-        server = runner.stack.redis
+        group = runner.stack.sentinels
+        servers = [runner.stack.redis] if group is None else [*group.servers, *group.sentinels]
         stopping = asyncio.get_running_loop().run_in_executor(
             self._threads, runner.__exit__, None, None, None
         )
@@ -420,8 +429,9 @@ class ChaosSession:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            if server is not None and server.process is not None:
-                server.process.kill()
+            for server in servers:
+                if server is not None and server.process is not None:
+                    server.process.kill()
 
     async def finish(self) -> None:
         """At the end of the package: stop the stack and let go of the threads."""
@@ -451,7 +461,7 @@ class ChaosSession:
 async def _open(runner: StackThread) -> Chaos:
     stack = runner.stack
     http = httpx.AsyncClient(base_url=stack.endpoints["kube_api"], timeout=30)
-    client = aioredis.Redis.from_url(stack.endpoints["redis_url"], decode_responses=True, socket_timeout=5)
+    client = connect(stack.endpoints["redis_url"], socket_timeout=5.0, retries=0)
     return Chaos(runner, http, client, Monitor(Target.from_endpoints(stack.endpoints), interval=0.2))
 
 

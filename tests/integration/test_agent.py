@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +27,7 @@ from anklet.dev.redis_server import RedisServer
 from anklet.redis_protocol import ControllerProtocol, connect
 from anklet.vmname import VMName
 from anklet.wire import DesiredVM, Observation, ObservedPhase, Workload
+from host_agent.runsweep import RUN_FILE_GRACE_SECONDS
 from tests.waiting import eventually
 
 T = TypeVar("T")
@@ -210,6 +213,24 @@ async def test_cancel_while_running_deletes_the_vm(mac: Mac, ctl: ControllerProt
     assert d.vm_name not in mac.vms()
 
 
+async def test_when_redis_loses_everything_the_host_registers_again_and_asks_for_a_retry(
+    mac: Mac, ctl: ControllerProtocol
+) -> None:
+    """Redis lost its data (no persistence, or a failover to a replica that had not synced):
+    the running job's record is gone. The agent deletes the VM but reports a retryable
+    ReservationLost, not a cancellation nobody asked for, and registers again (heartbeat)."""
+    mac.start()
+    await registered(ctl)
+    d = job("flushed", "sleep 30")
+    await ctl.reserve("mac-1", d)
+    await phase(ctl, d, ObservedPhase.RUNNING)
+    await ctl.client.flushall()
+    obs = await outcome(ctl, d)
+    assert (obs.phase, obs.reason, obs.retryable) == (ObservedPhase.FAILED, "ReservationLost", True)
+    assert d.vm_name not in mac.vms()
+    await registered(ctl)
+
+
 async def test_unknown_tag_fails_without_retry(mac: Mac, ctl: ControllerProtocol) -> None:
     mac.start()
     await registered(ctl)
@@ -351,6 +372,43 @@ async def test_orphan_vms_are_deleted_and_foreign_vms_left_alone(mac: Mac, ctl: 
 
     await eventually(orphan_gone)
     assert "someone-elses-vm" in mac.vms()
+
+
+async def test_stale_run_files_are_swept_and_live_ones_kept(mac: Mac, ctl: ControllerProtocol) -> None:
+    """Run files left by a lost attempt go on the agent's converge cadence; files of a VM that
+    exists, or whose lock a supervisor holds, or that are recent, stay."""
+    runs = mac.home / "runs"
+    runs.mkdir()
+    old = time.time() - RUN_FILE_GRACE_SECONDS - 60
+
+    def leave(vm: str, mtime: float = old) -> list[Path]:
+        paths = [runs / f"{vm}.json", runs / f"{vm}.lock", runs / f"{vm}.log", runs / f".{vm}.json.9.tmp"]
+        for path in paths:
+            path.write_text("{}")
+            os.utime(path, (mtime, mtime))
+        return paths
+
+    gone = leave(str(VMName("lost-job", 1)))
+    young = leave(str(VMName("lost-recently", 1)), time.time())
+    assert mac.anka("-j", "registry", "pull", TEMPLATE, "--tag", "2c4r").returncode == 0
+    assert mac.anka("-j", "clone", TEMPLATE, "someone-elses-vm").returncode == 0
+    existing = leave("someone-elses-vm")  # never touched by the agent: its VM exists
+    held = leave(str(VMName("still-supervised", 1)))
+    lock = os.open(held[1], os.O_RDWR | os.O_TRUNC)  # as a live supervisor: locked, its pid inside
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.write(lock, f"{os.getpid()}\n".encode())
+        os.utime(held[1], (old, old))
+        mac.start()
+        await registered(ctl)
+
+        async def swept() -> bool:
+            return not any(path.exists() for path in gone)
+
+        await eventually(swept)
+        assert all(path.exists() for path in [*young, *existing, *held])
+    finally:
+        os.close(lock)
 
 
 async def test_redis_outage_loses_no_report(tmp_path: Path) -> None:

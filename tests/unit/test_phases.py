@@ -167,3 +167,27 @@ def test_no_explanation_is_written_for_a_job_that_left_pending() -> None:
     assert not phases.unschedulable_write_due(
         status, "0/1 hosts", NOW, last_written=None, refresh=timedelta(0)
     )
+
+
+def test_a_cancel_nobody_requested_is_a_lost_reservation_and_retried() -> None:
+    """A host deletes a VM whose record vanished from Redis and reports "cancelled": unless the
+    user (or the handler) asked for it, the job is retried, never marked Cancelled."""
+    running = scheduled_status(Phase.RUNNING)
+    lost = phases.apply_observation(
+        running, obs(ObservedPhase.CANCELLED), backoff_limit=2, now=NOW, cancel_requested=False
+    )
+    assert lost.release and lost.patch is not None
+    assert lost.patch["phase"] == "Pending" and lost.patch["reason"] == phases.RESERVATION_LOST
+    asked = phases.apply_observation(
+        running, obs(ObservedPhase.CANCELLED), backoff_limit=2, now=NOW, cancel_requested=True
+    )
+    assert asked.patch is not None and asked.patch["phase"] == "Cancelled"
+    spent = phases.apply_observation(
+        scheduled_status(Phase.RUNNING, attempts=3),
+        obs(ObservedPhase.CANCELLED, attempt=3),
+        backoff_limit=2,
+        now=NOW,
+        cancel_requested=False,
+    )
+    assert spent.patch is not None and spent.patch["phase"] == "Failed"
+    assert spent.patch["reason"] == phases.RESERVATION_LOST

@@ -284,4 +284,10 @@ def _with_exit(error: SimError, fault: Fault) -> SimError:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Exit the moment the call is logged, as a native `anka` does: Python's interpreter teardown
+    # would leave a window in which the call log says "exited" but the process still lives (a
+    # kill then would look like a finished workload killed, to the invariant checker).
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
