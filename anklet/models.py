@@ -8,10 +8,13 @@ schema, so a field added here reaches every layer at once.
 from __future__ import annotations
 
 import enum
+import types
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.fields import FieldInfo
 
 GROUP = "anklet.dev"
 VERSION = "v1alpha1"
@@ -70,11 +73,70 @@ class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
+def _allows_none(annotation: Any) -> bool:
+    """True if None is a valid value of the annotation (`X | None`, `Optional[X]`, `Any`)."""
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _allows_none(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_allows_none(arg) for arg in get_args(annotation))
+    return False
+
+
+def _is_map_without_null_values(annotation: Any) -> bool:
+    """True for `dict[K, V]` (also inside `... | None`) whose values V cannot be None."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_map_without_null_values(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_is_map_without_null_values(arg) for arg in get_args(annotation))
+    return origin is dict and len(get_args(annotation)) == 2 and not _allows_none(get_args(annotation)[1])
+
+
+def prune_nulls(data: Mapping[str, Any], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    """`data` without the nulls kube-apiserver prunes before it defaults and validates.
+
+    Why: the model must accept what kube-apiserver accepts and read it as the API server stores
+    it. A YAML `priority:` line or `env: {A: }` entry is a JSON null; the API server drops the null
+    of a field that is not `nullable: true` (the generated CRD has none) and then fills in the
+    field's default, and drops a null map entry (`additionalProperties`). So here: a null for a
+    field whose annotation does not allow None is dropped (pydantic then uses the default, or
+    reports the required field as missing, as the API server does), and null entries of a
+    `dict[str, str]` are dropped. Nulls the model's annotation allows (`tag: str | None`) stay
+    and mean "absent" either way; null list items stay and are refused, as by the API server.
+
+    Keys are matched by their wire name (the alias) only: the API server refuses `backoff_limit`
+    as an unknown field, so the model must still see (and refuse) its null. Unknown keys are left
+    for `extra="forbid"`. Returns a new dict; `data` is not changed.
+    """
+    by_wire_name = {field.alias or name: field for name, field in fields.items()}
+    pruned: dict[str, Any] = {}
+    for key, value in data.items():
+        field = by_wire_name.get(key)
+        if field is None:
+            pruned[key] = value
+        elif value is None and not _allows_none(field.annotation):
+            continue
+        elif isinstance(value, dict) and _is_map_without_null_values(field.annotation):
+            pruned[key] = {k: v for k, v in value.items() if v is not None}
+        else:
+            pruned[key] = value
+    return pruned
+
+
 class _SpecModel(_Model):
     """The spec as the CRD types it: strict, so the model refuses what the API server refuses
-    ("5" for an integer, 1 or "true" for a boolean) instead of coercing it (tests/fuzz)."""
+    ("5" for an integer, 1 or "true" for a boolean) instead of coercing it (tests/fuzz), and
+    accepts the nulls it prunes (`prune_nulls`)."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prune_nulls_as_the_api_server_does(cls, data: Any) -> Any:
+        return prune_nulls(data, cls.model_fields) if isinstance(data, dict) else data
 
 
 class ScriptSpec(_SpecModel):

@@ -5,11 +5,10 @@ long, unknown, missing), the emulated API server (which validates against crds/a
 kube-apiserver does, with kubectl's `fieldValidation=Strict`) and `anklet.models.AnkaJob` must
 both accept or both reject. And whatever the API stores, the controller must be able to parse.
 
-The generated values include `null` (a YAML `tag:`): kube-apiserver drops the null of a field that
-is not `nullable`, or puts the field's default in its place, before it validates; the emulator does
-the same. Where the model refuses a null that the API server accepts (fields to which the model
-gives a non-null default, and map entries), the fuzzing leaves null out; those places are pinned at
-the end as strict xfails, which fail loudly once the model accepts them, so the exclusions go too.
+The generated values include `null` (a YAML `tag:`) for every field and map entry: kube-apiserver
+drops the null of a field that is not `nullable`, or puts the field's default in its place, and
+drops a null map entry, before it validates; the emulator does the same, and so does the model
+(`anklet.models.prune_nulls`).
 """
 
 from __future__ import annotations
@@ -128,18 +127,6 @@ non_null_values = st.one_of(
     st.text(string.ascii_lowercase + string.digits + "-_.", max_size=70),
 )
 odd_values = st.one_of(st.none(), non_null_values)
-# Where the API server accepts a null that the model refuses (pinned by the xfails at the end):
-# it puts the default in place of a null (priority, runAttempt, ...) or drops it (labels, env).
-NULL_REFUSED_BY_THE_MODEL: set[tuple[str, ...]] = {
-    ("script", "env"),
-    ("github", "runAttempt"),
-    ("github", "labels"),
-    ("priority",),
-    ("backoffLimit",),
-    ("cancel",),
-}
-# ... and maps, whose null entries the API server drops.
-MAPS: set[tuple[str, ...]] = {("script", "env"), ("hostSelector",)}
 WRONG_ITEMS: list[Any] = [[1], [None], ["ok", 2], {"k": 1}, {"k": ["v"]}, {"k": None}]
 FIELDS: list[tuple[str, ...]] = [
     ("template",),
@@ -180,7 +167,7 @@ def mutated_specs(draw: st.DrawFn) -> Any:
                 parent[key] = draw(NESTED[key])
             parent = parent[key]
         how = draw(st.sampled_from(["set", "set", "set", "null", "delete", "unknown", "item"]))
-        if how == "set" or (how == "null" and path in NULL_REFUSED_BY_THE_MODEL):
+        if how == "set":
             parent[path[-1]] = draw(non_null_values)
         elif how == "null":  # a YAML `key:`
             parent[path[-1]] = None
@@ -188,9 +175,8 @@ def mutated_specs(draw: st.DrawFn) -> Any:
             parent.pop(path[-1], None)
         elif how == "unknown":  # Strict field validation refuses it; so does extra="forbid"
             parent[draw(st.sampled_from(["extra", "Template", "job_id", "memory_mib"]))] = draw(odd_values)
-        else:  # a wrong item inside a list or map
-            items = [item for item in WRONG_ITEMS if path not in MAPS or item != {"k": None}]
-            parent[path[-1]] = draw(st.sampled_from(items))
+        else:  # a wrong item inside a list or map (a null map entry is dropped, not wrong)
+            parent[path[-1]] = draw(st.sampled_from(WRONG_ITEMS))
     return spec
 
 
@@ -205,6 +191,9 @@ def mutated_specs(draw: st.DrawFn) -> Any:
 @example(spec={"template": "t", "handler": "script", "timeoutSeconds": True})
 @example(spec={"template": "t", "handler": "script", "tag": None})  # the emulator used to refuse it
 @example(spec={"template": "t", "handler": "script\n"})  # ... and to accept this
+@example(spec={"template": "t", "handler": "script", "priority": None})  # the model used to refuse these
+@example(spec={"template": "t", "handler": "script", "hostSelector": {"k": None}})
+@example(spec={"template": "t", "handler": "script", "backoff_limit": None})  # unknown to the API: refused
 def test_the_crd_and_the_model_accept_and_reject_the_same_specs(api: httpx.Client, spec: Any) -> None:
     model_ok, why = model_verdict(spec)
     api_ok, answer = api_verdict(api, spec)
@@ -217,8 +206,10 @@ def test_the_crd_and_the_model_accept_and_reject_the_same_specs(api: httpx.Clien
     )
     if api_ok:  # what the API stored (defaults applied) is what the controller reads
         stored = models.AnkaJob.model_validate(answer)
-        assert stored.spec.priority == spec.get("priority", 0)
-        assert stored.spec.backoff_limit == spec.get("backoffLimit", 2)
+        assert stored.spec.priority == (0 if spec.get("priority") is None else spec["priority"])
+        assert stored.spec.backoff_limit == (2 if spec.get("backoffLimit") is None else spec["backoffLimit"])
+        # ... and the model reads the spec as sent just as the API server stored it
+        assert models.AnkaJob.model_validate({"metadata": {"name": "x"}, "spec": spec}).spec == stored.spec
 
 
 def test_null_for_an_optional_field_is_dropped(api: httpx.Client) -> None:
@@ -253,11 +244,8 @@ def test_a_trailing_newline_does_not_match_a_pattern(api: httpx.Client) -> None:
     ]
 
 
-# Nulls kube-apiserver accepts and the model refuses: the apiserver puts the CRD's default in place
-# of a null, and drops the null of a field without a default and of a map entry; pydantic's strict
-# model (`int`, `bool`, `list[str]`, `dict[str, str]` with a default) has no null to accept. No
-# production path sends these to the model: the controller reads objects as the API server stored
-# them, without the nulls.
+# Nulls kube-apiserver accepts: it puts the CRD's default in place of a null, and drops the null of a
+# field without a default and of a map entry; the model prunes them the same way (`prune_nulls`).
 GITHUB = {"owner": "o", "repo": "r", "jobId": 1, "runId": 2}
 NULLS_THE_API_SERVER_ACCEPTS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"priority": None}, {"priority": 0}),
@@ -272,21 +260,13 @@ NULLS_THE_API_SERVER_ACCEPTS: list[tuple[dict[str, Any], dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("extra", "stored"), NULLS_THE_API_SERVER_ACCEPTS)
-def test_the_api_server_defaults_or_drops_nulls(
+def test_the_model_accepts_and_reads_nulls_as_the_api_server_stores_them(
     api: httpx.Client, extra: dict[str, Any], stored: dict[str, Any]
 ) -> None:
-    accepted, answer = api_verdict(api, {"template": "t", "handler": "script", **extra})
+    spec = {"template": "t", "handler": "script", **extra}
+    accepted, answer = api_verdict(api, spec)
     assert accepted, answer
     assert {key: answer["spec"][key] for key in stored} == stored
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="model: refuses a null where kube-apiserver puts the default in its place or drops it "
-    "(see NULLS_THE_API_SERVER_ACCEPTS); the fuzzing leaves null out there (NULL_REFUSED_BY_THE_MODEL, MAPS)",
-)
-@pytest.mark.parametrize(("extra", "stored"), NULLS_THE_API_SERVER_ACCEPTS)
-def test_known_divergence_the_model_refuses_nulls_the_api_server_accepts(
-    extra: dict[str, Any], stored: dict[str, Any]
-) -> None:
-    assert model_verdict({"template": "t", "handler": "script", **extra}) == (True, "")
+    assert model_verdict(spec) == (True, "")
+    as_sent = models.AnkaJob.model_validate({"metadata": {"name": "x"}, "spec": spec})
+    assert as_sent.spec == models.AnkaJob.model_validate(answer).spec
