@@ -61,6 +61,14 @@ def pending_unschedulable(status: AnkaJobStatus, message: str, now: datetime) ->
     }
 
 
+def explained(status: AnkaJobStatus) -> bool:
+    """A waiting job whose status already says why it waits (an Unschedulable condition)."""
+    if status.phase != Phase.PENDING:
+        return False
+    old = next((c for c in status.conditions if c.type == COND_SCHEDULED), None)
+    return old is not None and old.status == ConditionStatus.FALSE and old.reason == "Unschedulable"
+
+
 _COUNTS = re.compile(r"\d+")
 
 
@@ -77,9 +85,9 @@ def unschedulable_write_due(
     None when unknown, e.g. after a restart)."""
     if status.phase != Phase.PENDING:
         return False
-    old = next((c for c in status.conditions if c.type == COND_SCHEDULED), None)
-    if old is None or old.status != ConditionStatus.FALSE or old.reason != "Unschedulable":
+    if not explained(status):
         return True
+    old = next(c for c in status.conditions if c.type == COND_SCHEDULED)
     if old.message == message:
         return False
     if _COUNTS.sub("#", old.message) != _COUNTS.sub("#", message):

@@ -14,7 +14,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -142,6 +142,7 @@ class Reconciler:
         self._stage_error: Exception | None = None  # a failed write stage, raised in `run`'s backoff
         self._mirroring: asyncio.Task[None] | None = None
         self._explained: dict[str, datetime] = {}  # when we last wrote a waiting job's explanation
+        self._last_full_pass = float("-inf")  # monotonic time of the last pass that decided every job
         self._handler_paused: dict[str, float] = {}  # handler -> monotonic time its calls resume
         self._sweeping: asyncio.Task[None] | None = None
         self._resync_due = False
@@ -490,7 +491,8 @@ class Reconciler:
                 else:
                     pending[uid] = job
         if pending:
-            await self._schedule(list(pending.values()))
+            # Only a capacity pass may skip jobs, and never one marked since: its reason may differ.
+            await self._schedule(list(pending.values()), may_skip=capacity_changed, changed=set(waiting))
         # Everything else (observations, cancels, lost hosts: Redis, API and CI round trips) runs
         # as a background stage, so a slow step (a CI API waiting out its rate limit) does not
         # hold back the next pass. A job it hands back to the queue comes back when it ends.
@@ -737,16 +739,31 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         loop.call_later(delay, self.mark, uid)
 
-    async def _schedule(self, jobs: list[AnkaJob]) -> None:
+    async def _schedule(
+        self, jobs: list[AnkaJob], *, may_skip: bool = False, changed: Set[str] = frozenset()
+    ) -> None:
         """One scheduling pass, timed and counted for the metrics."""
         started = time.perf_counter()
         try:
-            await self._schedule_pass(jobs)
+            await self._schedule_pass(jobs, may_skip=may_skip, changed=changed)
         finally:
             self.metrics.passes.inc()
             self.metrics.pass_duration.observe(time.perf_counter() - started)
 
-    async def _schedule_pass(self, jobs: list[AnkaJob]) -> None:
+    async def _schedule_pass(self, jobs: list[AnkaJob], *, may_skip: bool, changed: Set[str]) -> None:
+        """Plan `jobs`, reserve the placements, then write statuses in the background.
+
+        A capacity pass (`may_skip`: every waiting job is in `jobs`) decides every job once per
+        UNSCHEDULABLE_REFRESH, which refreshes the host counts in their explanations; between
+        those, once the fleet has no free slot left, the jobs that already say why they wait
+        (and were not `changed` since) are skipped, so a freed slot costs the jobs up to it, not
+        the whole backlog (`scheduling.plan`'s `quiet`)."""
+        skip = False
+        if may_skip:
+            now = time.monotonic()
+            skip = now - self._last_full_pass < UNSCHEDULABLE_REFRESH.total_seconds()
+            if not skip:
+                self._last_full_pass = now
         jobs.sort(
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
@@ -784,7 +801,14 @@ class Reconciler:
                 )
             )
             by_uid[job.metadata.uid] = job
-        decisions = scheduling.plan(requests, snapshot, starvation_seconds=self.starvation_seconds)
+        decisions = scheduling.plan(
+            requests,
+            snapshot,
+            starvation_seconds=self.starvation_seconds,
+            quiet=(lambda r: r.uid not in changed and phases.explained(by_uid[r.uid].status))
+            if skip
+            else None,
+        )
         for _, decision in decisions:
             self.metrics.decisions.labels(decision=decision_label(decision)).inc()
         # Dispatch first: every placement of the pass is reserved (which wakes its host) before

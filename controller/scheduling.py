@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anklet.redis_protocol import HostSnapshot
@@ -170,13 +170,24 @@ def order(jobs: Sequence[JobRequest]) -> list[JobRequest]:
 
 
 def plan(
-    jobs: Sequence[JobRequest], hosts: Sequence[HostSnapshot], *, starvation_seconds: float | None = 600.0
+    jobs: Sequence[JobRequest],
+    hosts: Sequence[HostSnapshot],
+    *,
+    starvation_seconds: float | None = 600.0,
+    quiet: Callable[[JobRequest], bool] | None = None,
 ) -> list[tuple[JobRequest, Decision]]:
     """Decide for each job in `order`; each placement consumes capacity for the jobs after it.
 
     Anti-starvation: a job that has waited `starvation_seconds` and still does not fit holds
     the best host it could fit on once that host's running VMs end; jobs after it may not take
     that host, so a large job is not overtaken forever by a stream of small ones.
+
+    Once no usable host has a free VM slot, nothing after can be placed: jobs for which
+    `quiet(job)` is true (they already say why they wait) get no decision at all, so a pass
+    after one freed slot costs the jobs up to that slot, not the whole backlog. Always decided:
+    jobs holding a reservation (adopt / release), jobs that are not quiet, and starving jobs
+    while a host is left to hold (a hold changes the reasons of the jobs after it). Every
+    decision made is the one a full pass makes (property-tested).
     """
     states = {
         h.info.name: _HostState(
@@ -189,6 +200,9 @@ def plan(
         for h in hosts
     }
     held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
+    usable = [s for s in states.values() if s.ready and s.info.schedulable]
+    free_slots = sum(max(0, s.info.vm_slots - s.used_slots) for s in usable)
+    unheld = len(usable)  # hosts a starving job could still hold (it changes later jobs' reasons)
     # Same answers as `place` for every job, without scanning every host per job (see placement).
     index: PassIndex[JobRequest, _HostState, Unfit] = PassIndex(states, unfit=_unfit, score=_score)
     hold = _HoldTargets(states)
@@ -202,8 +216,12 @@ def plan(
             else:
                 decisions.append((job, ReleaseStale(host=host_name, attempt=attempt)))
             continue
+        starving = starvation_seconds is not None and job.waiting_seconds >= starvation_seconds
+        if free_slots <= 0 and (not starving or unheld <= 0) and quiet is not None and quiet(job):
+            continue
         decision = place(job, states) if job.uid in holders else _place_indexed(job, states, index)
         if isinstance(decision, Placement):
+            free_slots -= 1
             state = states[decision.host]
             state.used_slots += 1
             state.used_cpu += job.cpu
@@ -218,6 +236,7 @@ def plan(
             target = hold.target(job)
             if target is not None:
                 target.held_for = job.uid
+                unheld -= 1
                 holders.add(job.uid)
                 index.changed(target.info.name)
         decisions.append((job, decision))

@@ -191,3 +191,12 @@ def test_a_cancel_nobody_requested_is_a_lost_reservation_and_retried() -> None:
     )
     assert spent.patch is not None and spent.patch["phase"] == "Failed"
     assert spent.patch["reason"] == phases.RESERVATION_LOST
+
+
+def test_a_job_is_explained_once_its_status_says_why_it_waits() -> None:
+    waiting = AnkaJobStatus()
+    assert not phases.explained(waiting)
+    patch = phases.pending_unschedulable(waiting, "0/2 hosts available: 2 no free VM slot", NOW)
+    assert patch is not None
+    assert phases.explained(AnkaJobStatus.model_validate({**waiting.model_dump(by_alias=True), **patch}))
+    assert not phases.explained(scheduled_status())

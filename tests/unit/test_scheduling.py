@@ -177,3 +177,15 @@ def test_a_host_without_room_to_pull_the_template_is_avoided() -> None:
     assert plan([request], [small_disk, has_it])[0][1] == Placement("b")
     [(_, decision)] = plan([request], [small_disk])
     assert isinstance(decision, Unschedulable) and "not enough disk" in decision.message
+
+
+def test_after_the_last_free_slot_quiet_jobs_are_skipped_and_the_rest_still_decided() -> None:
+    full = (res("old-1", 2, 4096), res("old-2", 2, 4096))
+    hosts = [host("a", used=full), host("b", used=full[:1])]  # one free slot, on b
+    jobs = [job(f"q{i}", waiting_seconds=100 - i) for i in range(5)] + [job("new", waiting_seconds=0)]
+    decided = dict((r.uid, d) for r, d in plan(jobs, hosts, quiet=lambda r: r.uid.startswith("q")))
+    assert decided.keys() == {"q0", "new"}
+    assert decided["q0"] == Placement("b")
+    assert isinstance(decided["new"], Unschedulable) and "no free VM slot" in decided["new"].message
+    everyone = plan(jobs, hosts)
+    assert len(everyone) == 6 and dict((r.uid, d) for r, d in everyone)["new"] == decided["new"]

@@ -285,3 +285,20 @@ def test_the_indexed_plan_decides_exactly_like_scanning_every_host(
     hosts: list[HostSnapshot], jobs: list[JobRequest]
 ) -> None:
     assert plan(jobs, hosts) == reference_plan(jobs, hosts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hosts=snapshots, jobs=requests, quiet_ids=st.sets(st.integers(min_value=0, max_value=24)))
+def test_skipping_quiet_jobs_after_the_last_free_slot_changes_no_decision(
+    hosts: list[HostSnapshot], jobs: list[JobRequest], quiet_ids: set[int]
+) -> None:
+    """A pass that skips quiet jobs once no slot is free decides every job it does decide
+    exactly as a full pass does, places the same jobs, and skips only quiet jobs that the full
+    pass could not place either."""
+    quiet = {f"job-{i}" for i in quiet_ids}
+    full = dict((r.uid, d) for r, d in plan(jobs, hosts))
+    partial = dict((r.uid, d) for r, d in plan(jobs, hosts, quiet=lambda r: r.uid in quiet))
+    for uid, decision in partial.items():
+        assert decision == full[uid]
+    for uid in set(full) - set(partial):
+        assert uid in quiet and isinstance(full[uid], scheduling.Unschedulable), (uid, full[uid])
