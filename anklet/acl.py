@@ -89,8 +89,10 @@ AGENT_COMMANDS: dict[str, str] = {
     "rpush": "poke",
 }
 
-# What any redis-py connection needs: authenticate, health-check PINGs, a non-zero db.
-CONNECTION_COMMANDS = ("auth", "hello", "ping", "select")
+# What any redis-py connection needs: authenticate, health-check PINGs, a non-zero db; and a
+# Cluster client: the slot map (CLUSTER SLOTS), the command table (COMMAND: which arguments are
+# keys) and following an ASK redirect while slots move.
+CONNECTION_COMMANDS = ("auth", "hello", "ping", "select", "cluster|slots", "asking", "command")
 
 # The controller touches only Anklet's keys, with data commands, MULTI/EXEC and its three Lua
 # scripts; nothing server-wide (FLUSHALL, KEYS, CONFIG, ACL, DEBUG, FUNCTION ...). Categories
@@ -109,6 +111,9 @@ _CONTROLLER_COMMANDS = (
     "+evalsha",
     "+script|load",
     "+script|exists",
+    "+cluster|slots",
+    "+asking",
+    "+command",
 )
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 from pydantic import ValidationError
 
-from anklet import acl, redis_sentinel
+from anklet import acl, redis_cluster, redis_sentinel
 from anklet.redis_tls import RedisTLSError, client_options
 
 log = logging.getLogger("anklet.credentials")
@@ -70,8 +70,8 @@ def target(name: str | None, controller: bool) -> Target:
 def credential_url(base: str, user: str, password: str) -> str:
     """`base` (scheme, address, db; any credentials in it dropped) with `user:password`."""
     userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    if redis_sentinel.is_sentinel_url(base):
-        redis_sentinel.parse(base)  # ValueError when malformed
+    if redis_sentinel.is_sentinel_url(base) or redis_cluster.is_cluster_url(base):
+        (redis_sentinel if redis_sentinel.is_sentinel_url(base) else redis_cluster).parse(base)  # ValueError
         scheme, _, rest = base.partition("://")
         netloc, slash, tail = rest.partition("/")
         return f"{scheme}://{userinfo}@{netloc.rpartition('@')[2]}{slash}{tail}"
@@ -126,9 +126,23 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _nodes(admin_url: str, options: dict[str, Any]) -> list[redis.Redis]:
-    """Where the user must be written: the server, or behind Sentinel the primary then every
-    replica (ACL users are not replicated). ConnectionError when the Sentinels know no primary."""
+    """Where the user must be written: the server; behind Sentinel the primary then every
+    replica; in a Cluster every node (ACL users are neither replicated nor shared).
+    ConnectionError when the Sentinels know no primary or no node answers."""
     common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5, "socket_timeout": 15}
+    if redis_cluster.is_cluster_url(admin_url):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        cluster = redis_cluster.parse(admin_url)
+        kwargs = redis_cluster.client_kwargs(cluster, common, options)
+        startup = [ClusterNode(h, p) for h, p in cluster.nodes]  # type: ignore[no-untyped-call]
+        whole = RedisCluster(startup_nodes=startup, **kwargs)
+        try:  # every node, primaries first (the checks run on the first)
+            nodes = whole.get_nodes()  # type: ignore[no-untyped-call]
+            found = sorted(nodes, key=lambda n: (n.server_type != "primary", n.host, n.port))
+            return [redis.Redis(host=n.host, port=n.port, **kwargs) for n in found]
+        finally:
+            whole.close()
     if not redis_sentinel.is_sentinel_url(admin_url):
         return [redis.Redis.from_url(admin_url, **common, **options)]
     from redis.sentinel import Sentinel
@@ -198,7 +212,7 @@ def _apply(
 
 
 def _where(clients: list[redis.Redis]) -> str:
-    return "" if len(clients) == 1 else f" on the primary and {len(clients) - 1} replica(s)"
+    return "" if len(clients) == 1 else f" on {len(clients)} Redis servers"
 
 
 def _persist(client: redis.Redis) -> None:

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from anklet import keys, redis_sentinel
+from anklet import keys, redis_cluster, redis_sentinel
 from anklet.redis_tls import RedisTLS, client_options
 from anklet.wire import DesiredVM, HostConfig, HostInfo, Observation, Reservation, StopReason
 
@@ -94,7 +94,9 @@ def connect(
     line per outage instead of one per command. `tls` applies to `rediss://` URLs (the
     processes pass their settings' `redis_tls()`); it raises RedisTLSError on a mismatch.
     A ``redis+sentinel://`` URL (`anklet.redis_sentinel`) gives a client that finds the
-    primary through the Sentinels and follows a failover. Observers that must not stall during
+    primary through the Sentinels and follows a failover; a ``redis+cluster://`` URL
+    (`anklet.redis_cluster`) a Redis Cluster client (it has the same commands; every atomic step
+    of the protocol touches one host's hash-tagged keys, hence one slot). Observers that must not stall during
     an outage (the invariant monitor) pass a short `socket_timeout` and no `retries`.
     """
     from redis.asyncio.retry import Retry
@@ -120,6 +122,13 @@ def connect(
         redis_side, sentinel_side = redis_sentinel.client_kwargs(parsed, common, options)
         sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call]
         return cast(aioredis.Redis, sentinel.master_for(parsed.service, **redis_side))
+    if redis_cluster.is_cluster_url(url):
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        cluster = redis_cluster.parse(url)
+        nodes = [ClusterNode(host, port) for host, port in cluster.nodes]
+        kwargs = redis_cluster.client_kwargs(cluster, common, options)
+        return cast(aioredis.Redis, RedisCluster(startup_nodes=nodes, **kwargs))
     return aioredis.Redis.from_url(url, **common, **options)
 
 

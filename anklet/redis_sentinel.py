@@ -53,23 +53,23 @@ def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SCHEMES
 
 
-def _address(item: str) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+def address(item: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """One server of a multi-host URL: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
     if item.startswith("["):
         host, sep, rest = item[1:].partition("]")
         if not sep or not host or (rest and not rest.startswith(":")):
-            raise ValueError("a Sentinel address in brackets must look like [ipv6]:port")
+            raise ValueError("an address in brackets must look like [ipv6]:port")
         port_text = rest[1:]
     else:
         host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
         if ":" in host:
-            raise ValueError("an IPv6 Sentinel address must be in brackets: [ipv6]:port")
+            raise ValueError("an IPv6 address must be in brackets: [ipv6]:port")
     if not host:
-        raise ValueError("a Sentinel address has no host")
+        raise ValueError("an address in the URL has no host")
     if not port_text:
-        return host, DEFAULT_PORT
+        return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("a Sentinel port must be a number from 1 to 65535")
+        raise ValueError("a port must be a number from 1 to 65535")
     return host, int(port_text)
 
 
@@ -88,7 +88,7 @@ def parse(url: str) -> SentinelURL:
         password = unquote(secret) if colon else None
     if not hosts:
         raise ValueError("a Sentinel URL needs at least one Sentinel address")
-    sentinels = tuple(_address(item) for item in hosts.split(","))
+    sentinels = tuple(address(item) for item in hosts.split(","))
     segments = [s for s in parts.path.split("/") if s]
     if not segments or len(segments) > 2:
         raise ValueError("a Sentinel URL's path is /<service name>[/<db>]")

@@ -19,7 +19,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from anklet import redis_sentinel
+from anklet import redis_cluster, redis_sentinel
 
 #: Refusals that no retry changes (redis-py makes them ConnectionErrors, hence listed first).
 FINAL = (AuthenticationError, AuthorizationError)
@@ -42,6 +42,11 @@ def describe(url: str) -> str:
             return redis_sentinel.parse(url).describe()
         except ValueError:
             return "the configured Sentinels"
+    if redis_cluster.is_cluster_url(url):
+        try:
+            return redis_cluster.parse(url).describe()
+        except ValueError:
+            return "the configured cluster"
     try:
         parts = urlsplit(url)
         if parts.scheme == "unix":

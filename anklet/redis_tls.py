@@ -48,11 +48,15 @@ def client_options(url: str, tls: RedisTLS | None = None) -> dict[str, Any]:
         from anklet import redis_sentinel
 
         redis_sentinel.parse(url)  # a malformed Sentinel URL fails here, where settings are read
-    if parts.scheme not in ("rediss", "rediss+sentinel"):
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        from anklet import redis_cluster
+
+        redis_cluster.parse(url)
+    if parts.scheme not in ("rediss", "rediss+sentinel", "rediss+cluster"):
         if tls.configured:
             raise RedisTLSError(
-                "redis_tls_* settings are set but the Redis URL is not rediss:// (or rediss+sentinel://); "
-                "use it for TLS"
+                "redis_tls_* settings are set but the Redis URL is not rediss:// (or rediss+sentinel://, "
+                "rediss+cluster://); use it for TLS"
             )
         return {}
     if tls.key_file and not tls.cert_file:

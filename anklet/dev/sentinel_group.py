@@ -19,7 +19,7 @@ from anklet.dev.redis_server import RedisServer, RedisUnavailable, find_server, 
 SERVICE = "anklet"
 
 
-def _ask(port: int, *words: str, timeout: float = 0.5) -> str:
+def ask(port: int, *words: str, timeout: float = 0.5) -> str:
     """One inline command to a loopback server, its reply as text ('' when it does not answer)."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout) as s:
         s.settimeout(timeout)
@@ -60,7 +60,7 @@ class SentinelProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RedisUnavailable(f"redis sentinel exited with {self.process.returncode}; see {conf}")
-            if _ask(self.port, "PING").startswith("+PONG"):
+            if ask(self.port, "PING").startswith("+PONG"):
                 return self
             time.sleep(0.02)
         self.stop()
@@ -68,7 +68,7 @@ class SentinelProcess:
 
     def primary_port_now(self) -> int | None:
         """The primary's port as this Sentinel sees it now."""
-        reply = _ask(self.port, "SENTINEL", "get-master-addr-by-name", SERVICE)
+        reply = ask(self.port, "SENTINEL", "get-master-addr-by-name", SERVICE)
         lines = reply.split("\r\n")
         # *2 $9 127.0.0.1 $4 6379
         return int(lines[4]) if len(lines) > 4 and lines[4].isdigit() else None
@@ -140,7 +140,7 @@ class SentinelGroup:
     def _wait_replicated(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = _ask(self.servers[0].port, "INFO", "replication")
+            info = ask(self.servers[0].port, "INFO", "replication")
             if info.count(",state=online,") >= self.replica_count:  # synced, not just connected
                 return
             time.sleep(0.05)
@@ -153,7 +153,7 @@ class SentinelGroup:
         while time.monotonic() < deadline:
             ready = True
             for s in self.sentinels:
-                reply = _ask(s.port, "SENTINEL", "master", SERVICE, timeout=1.0)
+                reply = ask(s.port, "SENTINEL", "master", SERVICE, timeout=1.0)
                 fields = reply.split("\r\n")
                 values = {fields[i]: fields[i + 2] for i in range(2, len(fields) - 2, 4)}
                 if (

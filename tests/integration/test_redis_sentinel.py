@@ -84,7 +84,7 @@ async def test_host_users_are_written_to_every_node_and_survive_a_failover(
     issued = credentials(group.url, "mac-1", capsys=capsys, caplog=caplog, monkeypatch=monkeypatch)
     assert issued.rc == 0, issued.log
     assert issued.url.startswith("redis+sentinel://anklet-host-mac-1:") and issued.url.endswith("/anklet/0")
-    assert "on the primary and 1 replica(s)" in issued.log
+    assert "on 2 Redis servers" in issued.log
     assert issued.password not in issued.log
     for server in group.servers:
         node = redis.Redis(port=server.port, decode_responses=True)
