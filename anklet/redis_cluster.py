@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
-from anklet.redis_sentinel import address
+from anklet import multihost_url
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme → TLS
 DEFAULT_PORT = 6379
@@ -37,8 +36,7 @@ class ClusterURL:
 
     def describe(self) -> str:
         """Where it points, for log lines: never the credentials."""
-        where = ",".join(f"{h}:{p}" for h, p in self.nodes)
-        return f"cluster via {where}{' (TLS)' if self.tls else ''}"
+        return f"cluster via {multihost_url.joined(self.nodes)}{' (TLS)' if self.tls else ''}"
 
 
 def is_cluster_url(url: str) -> bool:
@@ -55,15 +53,7 @@ def parse(url: str) -> ClusterURL:
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ValueError("Redis Cluster has only database 0: the URL's path must be empty or /0")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    if not hosts:
-        raise ValueError("a Cluster URL needs at least one node address")
-    nodes = tuple(address(item, DEFAULT_PORT) for item in hosts.split(","))
+    username, password, nodes = multihost_url.netloc(netloc, DEFAULT_PORT, "node address")
     return ClusterURL(nodes=nodes, username=username, password=password, tls=SCHEMES[scheme.lower()])
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from anklet import multihost_url
+
 SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme → TLS
 DEFAULT_PORT = 26379
 _QUERY_KEYS = ("sentinel_username", "sentinel_password")
@@ -40,37 +42,16 @@ class SentinelURL:
     tls: bool = False
 
     def __repr__(self) -> str:
-        where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
-        return f"SentinelURL({where}/{self.service}/{self.db}, tls={self.tls})"
+        return f"SentinelURL({self.describe()})"
 
     def describe(self) -> str:
         """Where it points, for log lines: never the credentials."""
-        where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        where = multihost_url.joined(self.sentinels)
         return f"service {self.service} via sentinels {where} db {self.db}{' (TLS)' if self.tls else ''}"
 
 
 def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SCHEMES
-
-
-def address(item: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """One server of a multi-host URL: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
-    if item.startswith("["):
-        host, sep, rest = item[1:].partition("]")
-        if not sep or not host or (rest and not rest.startswith(":")):
-            raise ValueError("an address in brackets must look like [ipv6]:port")
-        port_text = rest[1:]
-    else:
-        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
-        if ":" in host:
-            raise ValueError("an IPv6 address must be in brackets: [ipv6]:port")
-    if not host:
-        raise ValueError("an address in the URL has no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("a port must be a number from 1 to 65535")
-    return host, int(port_text)
 
 
 def parse(url: str) -> SentinelURL:
@@ -79,16 +60,9 @@ def parse(url: str) -> SentinelURL:
     if not sep or scheme.lower() not in SCHEMES:
         raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
     parts = urlsplit(f"x://{rest}")  # only path and query: the netloc holds commas urlsplit can't read
-    netloc = rest.split("/", 1)[0].split("?", 1)[0]
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    if not hosts:
-        raise ValueError("a Sentinel URL needs at least one Sentinel address")
-    sentinels = tuple(address(item) for item in hosts.split(","))
+    username, password, sentinels = multihost_url.netloc(
+        rest.split("/", 1)[0].split("?", 1)[0], DEFAULT_PORT, "Sentinel address"
+    )
     segments = [s for s in parts.path.split("/") if s]
     if not segments or len(segments) > 2:
         raise ValueError("a Sentinel URL's path is /<service name>[/<db>]")

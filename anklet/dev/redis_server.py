@@ -19,6 +19,18 @@ class RedisUnavailable(RuntimeError):
     pass
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (the server saves and exits), SIGKILL if it takes over 5 s; nothing if it is gone."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -140,14 +152,7 @@ class RedisServer:
         return False
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
 
     def __enter__(self) -> RedisServer:
         return self.start()

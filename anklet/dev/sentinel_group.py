@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from anklet.dev.redis_server import RedisServer, RedisUnavailable, find_server, free_port
+from anklet.dev.redis_server import RedisServer, RedisUnavailable, find_server, free_port, stop_process
 
 SERVICE = "anklet"
 
@@ -74,14 +74,7 @@ class SentinelProcess:
         return int(lines[4]) if len(lines) > 4 and lines[4].isdigit() else None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
 
 
 class SentinelGroup:
