@@ -151,6 +151,7 @@ def build_host_crd() -> dict[str, Any]:
         {"name": "Memory", "type": "string", "jsonPath": ".status.memory"},
         {"name": "Cordoned", "type": "boolean", "jsonPath": ".spec.unschedulable", "priority": 1},
         {"name": "Anka", "type": "string", "jsonPath": ".status.ankaVersion", "priority": 1},
+        {"name": "Pulling", "type": "string", "jsonPath": ".status.pulling.template", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return _crd(

@@ -90,6 +90,7 @@ def host_record(obj: Obj, now: datetime) -> dict[str, Any]:
         "capacity": status.get("capacity") or {},
         "allocated": status.get("allocated") or {},
         "templates": len(status.get("templates") or []),
+        "pulling": status.get("pulling"),
         "ankaVersion": status.get("ankaVersion"),
         "jobs": list(status.get("jobs") or []),
         "created": iso(created),

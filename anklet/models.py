@@ -330,6 +330,17 @@ class HostTemplate(_Model):
     image_size: int | None = Field(default=None, alias="imageSize")
 
 
+class HostPull(_Model):
+    """A template pull in progress on the host."""
+
+    template: str
+    tag: str | None = None
+    size_bytes: int = Field(
+        default=0, alias="sizeBytes", ge=0, le=2**63 - 1, description="To download; 0 unknown."
+    )
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+
+
 class AnkaHostStatus(_Model):
     """Live figures of a Mac, mirrored by the controller from the agent's heartbeats."""
 
@@ -343,6 +354,7 @@ class AnkaHostStatus(_Model):
     memory: str = Field(default="0/0", description="Memory allocated/total in GiB (printer column).")
     jobs: list[str] = Field(default_factory=list, description="namespace/name of jobs placed here.")
     templates: list[HostTemplate] = Field(default_factory=list)
+    pulling: HostPull | None = Field(default=None, description="The template pull in progress, if any.")
     arch: str | None = None
     anka_version: str | None = Field(default=None, alias="ankaVersion")
     license_type: str | None = Field(default=None, alias="licenseType")

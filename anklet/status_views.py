@@ -223,6 +223,50 @@ class PendingJob:
 
 
 @dataclass(frozen=True)
+class HostPulling:
+    """A template pull in progress on one host (from its AnkaHost status)."""
+
+    host: str
+    template: str
+    tag: str | None
+    size_bytes: int
+    started: datetime | None
+
+    def line(self, now: datetime) -> str:
+        size = f", {self.size_bytes / 2**30:.1f} GiB" if self.size_bytes else ""
+        since = f", for {age(self.started, now)}" if self.started is not None else ""
+        return f"{self.host}: {self.template}:{self.tag or 'latest'}{size}{since}"
+
+    def record(self, now: datetime) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "template": self.template,
+            "tag": self.tag,
+            "sizeBytes": self.size_bytes,
+            "started": iso(self.started),
+            "seconds": seconds_since(self.started, now),
+        }
+
+
+def host_pulls(hosts: Iterable[Mapping[str, Any]]) -> tuple[HostPulling, ...]:
+    """The pulls the hosts' statuses show, by host name."""
+    found = []
+    for host in hosts:
+        pull = dig(host, "status", "pulling")
+        if isinstance(pull, Mapping) and pull.get("template"):
+            found.append(
+                HostPulling(
+                    host=str(dig(host, "metadata", "name") or "?"),
+                    template=str(pull["template"]),
+                    tag=None if pull.get("tag") is None else str(pull["tag"]),
+                    size_bytes=as_int(pull.get("sizeBytes")),
+                    started=parse_time(pull.get("startedAt")),
+                )
+            )
+    return tuple(sorted(found, key=lambda p: p.host))
+
+
+@dataclass(frozen=True)
 class FleetSummary:
     """`anklet status`: the fleet's hosts and capacity, and the jobs by phase.
 
@@ -245,6 +289,7 @@ class FleetSummary:
     jobs: dict[str, int]
     oldest_pending: PendingJob | None
     namespace: str | None = None
+    pulls: tuple[HostPulling, ...] = ()  # template pulls in progress, by host
 
     def record(self, now: datetime) -> dict[str, Any]:
         pending = self.oldest_pending
@@ -261,6 +306,7 @@ class FleetSummary:
             "cpu": {"allocated": self.cpu_allocated, "total": self.cpu_total},
             "memoryMiB": {"allocated": self.memory_allocated_mib, "total": self.memory_total_mib},
             "jobs": dict(self.jobs),
+            "pulls": [p.record(now) for p in self.pulls],
             "oldestPending": None
             if pending is None
             else {
@@ -287,6 +333,8 @@ class FleetSummary:
             ["MEMORY", f"{gib(self.memory_allocated_mib)}/{gib(self.memory_total_mib)} GiB allocated"],
             ["JOBS" if self.namespace is None else f"JOBS ({self.namespace})", jobs],
         ]
+        if self.pulls:
+            rows.append(["PULLS", "; ".join(p.line(now) for p in self.pulls)])
         pending = self.oldest_pending
         if pending is not None:
             why = f"{pending.reason}: {pending.message}" if pending.message else pending.reason
@@ -342,4 +390,5 @@ def fleet_summary(hosts: Iterable[Obj], jobs: Iterable[Obj], *, namespace: str |
         jobs=counts,
         oldest_pending=oldest,
         namespace=namespace,
+        pulls=host_pulls(host_list),
     )

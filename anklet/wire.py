@@ -28,6 +28,16 @@ class TemplateInfo(_Wire):
     image_size: int | None = None
 
 
+class PullInfo(_Wire):
+    """The template pull in progress on a host (there is at most one), for operators to watch:
+    a pull is tens of GiB and can take an hour."""
+
+    template: str
+    tag: str | None = None
+    size_bytes: int = 0  # to download (anka registry check-download-size); 0 when unknown
+    started_at: float = 0.0  # epoch seconds
+
+
 class HostInfo(_Wire):
     """What an agent registers: capacity, facts, and routing labels of one Mac."""
 
@@ -47,6 +57,7 @@ class HostInfo(_Wire):
     license_status: str = ""
     agent_version: str = ""
     templates: list[TemplateInfo] = Field(default_factory=list)
+    pulling: PullInfo | None = None
 
 
 class HostConfig(_Wire):

@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from anklet.models import AnkaHostSpec, AnkaHostStatus, Condition, ConditionStatus, HostCapacity, HostTemplate
+from anklet.models import (
+    AnkaHostSpec,
+    AnkaHostStatus,
+    Condition,
+    ConditionStatus,
+    HostCapacity,
+    HostPull,
+    HostTemplate,
+)
 from anklet.redis_protocol import HostSnapshot
 
 GIB = 1024
@@ -58,6 +66,14 @@ def build_status(
         templates=[
             HostTemplate(uuid=t.uuid, name=t.name, tag=t.tag, image_size=t.image_size) for t in info.templates
         ],
+        pulling=None
+        if info.pulling is None
+        else HostPull(
+            template=info.pulling.template,
+            tag=info.pulling.tag,
+            size_bytes=info.pulling.size_bytes,
+            started_at=datetime.fromtimestamp(info.pulling.started_at, UTC).replace(microsecond=0),
+        ),
         arch=info.arch,
         anka_version=info.anka_version or None,
         license_type=info.license_type or None,

@@ -87,6 +87,7 @@ class Agent:
             anka,
             config.state_dir / "pull.lock",
             on_change=self.refresh_registration,
+            on_pull=self._announce_pull,
             budget=DiskBudget.for_path(
                 config.state_dir, percent=config.disk_buffer_percent, absolute=config.disk_buffer_bytes
             ),
@@ -122,13 +123,26 @@ class Agent:
 
     # ----- registration ---------------------------------------------------------------------
     async def refresh_registration(self) -> None:
-        self._info = await self.facts.collect(self.config.name, await self.templates.local())
+        self._info = await self._facts()
+        with contextlib.suppress(RedisError, OSError):
+            await self.proto.register(self._info)
+
+    async def _facts(self) -> HostInfo:
+        info = await self.facts.collect(self.config.name, await self.templates.local())
+        return info.model_copy(update={"pulling": self.templates.pulling})
+
+    async def _announce_pull(self) -> None:
+        """A pull started: register the same facts with it (no `anka` calls), so the AnkaHost
+        shows what the Mac is busy with; the registration after the pull drops it."""
+        if self._info is None:
+            return
+        self._info = self._info.model_copy(update={"pulling": self.templates.pulling})
         with contextlib.suppress(RedisError, OSError):
             await self.proto.register(self._info)
 
     async def _register(self) -> None:
         backoff = Backoff(log, "registering with redis")
-        self._info = await self.facts.collect(self.config.name, await self.templates.local())
+        self._info = await self._facts()
         while True:
             try:
                 await self.proto.register(self._info)

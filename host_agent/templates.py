@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Protocol
 import psutil
 
 from anklet.vmname import PREFIX as VM_PREFIX
-from anklet.wire import TemplateInfo
+from anklet.wire import PullInfo, TemplateInfo
 from host_agent.anka import AnkaDriver, AnkaError, AnkaNotFound, DownloadSize, VMInfo
 from host_agent.anka_model import as_int
 from host_agent.eviction import Candidate, CannotFit, buffer_bytes, gib, plan_eviction, shortfall
@@ -120,6 +121,7 @@ class TemplateStore:
         lock_path: Path,
         *,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        on_pull: Callable[[], Awaitable[None]] | None = None,
         budget: DiskBudget | None = None,
         in_use: Callable[[], Iterable[str]] = _nothing,
         pinned: Callable[[], Iterable[str]] = _nothing,
@@ -129,11 +131,14 @@ class TemplateStore:
         self.observer = observer
         self._lock = _HostLock(lock_path)
         self._on_change = on_change
+        self._on_pull = on_pull
         self.budget = budget or DiskBudget()
         self._in_use = in_use
         self._pinned = pinned
         self._claims: collections.Counter[str] = collections.Counter()
         self._dirty = False
+        #: The pull in progress (at most one: the host lock), shown on the AnkaHost while it runs.
+        self.pulling: PullInfo | None = None
 
     async def _templates(self) -> list[tuple[VMInfo, VMInfo]]:
         """(list row, ``show`` body) of every template; ``show`` adds sizes the list lacks."""
@@ -266,6 +271,10 @@ class TemplateStore:
         if size is not None:
             await self._make_room(template, tag, label, size, evict_pinned=evict_pinned)
         log.info("pulling %s", label)
+        self.pulling = PullInfo(
+            template=template, tag=tag, size_bytes=size.to_download if size else 0, started_at=time.time()
+        )
+        await self._announce_pull()
         try:
             await self.anka.registry_pull(template, tag=tag, shrink=False)
         except AnkaNotFound as exc:
@@ -276,9 +285,20 @@ class TemplateStore:
         except AnkaError as exc:
             self._observe_pull("failed", 0)
             raise TemplateUnavailable("PullFailed", f"pulling {label}: {exc}", retryable=True) from exc
+        finally:
+            self.pulling = None
+            self._dirty = True  # the registration that follows no longer shows the pull
         self._observe_pull("ok", size.to_download if size is not None else 0)
-        self._dirty = True
         return True
+
+    async def _announce_pull(self) -> None:
+        """Tell the controller a pull started (the AnkaHost shows it); best effort."""
+        if self._on_pull is None:
+            return
+        try:
+            await self._on_pull()
+        except Exception as exc:
+            log.warning("could not announce the pull of %s: %s", self.pulling, exc)
 
     def _observe_pull(self, result: str, downloaded: int) -> None:
         if self.observer is not None:

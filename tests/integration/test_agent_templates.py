@@ -26,7 +26,7 @@ from anklet.dev.anka_sim import control, install_shim
 from anklet.dev.redis_server import RedisServer
 from anklet.redis_protocol import ControllerProtocol
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM, Observation, ObservedPhase, TemplateInfo, Workload
+from anklet.wire import DesiredVM, Observation, ObservedPhase, PullInfo, TemplateInfo, Workload
 from tests.waiting import eventually
 
 G = 1024**3
@@ -334,6 +334,13 @@ async def test_prepull_pulls_in_the_background_one_at_a_time_and_reregisters(
         return any(c["exit"] is None for c in mac.pulls())
 
     await eventually(pulling)
+
+    async def announced() -> PullInfo | None:
+        [snap] = await ctl.snapshot()
+        return snap.info.pulling
+
+    shown = await eventually(announced)  # the registration shows the pull while it runs
+    assert shown.template in (TEMPLATE, "26.1-arm64") and shown.started_at > 0
     # The converge loop is not blocked by the pull: a new job is taken up while it runs.
     d = job("during-prepull", template=TEMPLATE, tag="2c4r")
     assert await ctl.reserve("mac-1", d) == "OK"
@@ -346,6 +353,12 @@ async def test_prepull_pulls_in_the_background_one_at_a_time_and_reregisters(
         return found == {(TEMPLATE, "2c4r"), (OTHER, OTHER_TAG)}
 
     await eventually(both_registered, 30)
+
+    async def no_pull_shown() -> bool:
+        [snap] = await ctl.snapshot()
+        return snap.info.pulling is None
+
+    await eventually(no_pull_shown)
     spans = mac.spans(mac.pulls())
     assert len(spans) == 2, "each template pulled once: the job reused the pre-pulled one"
     assert_disjoint(spans)

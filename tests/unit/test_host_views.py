@@ -29,13 +29,16 @@ def test_the_columns_are_kubectls_plus_templates_before_age() -> None:
 
 def test_cells_render_as_kubectl_renders_them() -> None:
     columns = host_views.host_columns(wide=True)
-    hosts = [host("mac-2", ready=False, templates=0), host("mac-1", used=(1, 2, 4096), templates=3)]
+    pulling = host("mac-1", used=(1, 2, 4096), templates=3)
+    pulling["status"]["pulling"] = {"template": "xcode-16", "tag": "v2", "sizeBytes": 42 * 2**30}
+    hosts = [host("mac-2", ready=False, templates=0), pulling]
     text = render(host_views.host_headers(columns), host_views.host_rows(hosts, columns, NOW))
     assert text.splitlines() == [
-        "NAME    READY   VMS   CPU   MEMORY     CORDONED   ANKA    TEMPLATES   AGE",
-        "mac-1   true    1/2   2/8   4/16 GiB   false      3.9.1   3           90m",
-        "mac-2   false   0/2   0/8   0/16 GiB   false      3.9.1   0           90m",
+        "NAME    READY   VMS   CPU   MEMORY     CORDONED   ANKA    PULLING    TEMPLATES   AGE",
+        "mac-1   true    1/2   2/8   4/16 GiB   false      3.9.1   xcode-16   3           90m",
+        "mac-2   false   0/2   0/8   0/16 GiB   false      3.9.1   <none>     0           90m",
     ]
+    assert host_views.host_record(pulling, NOW)["pulling"]["template"] == "xcode-16"
 
 
 def test_a_host_without_status_shows_none_like_kubectl() -> None:

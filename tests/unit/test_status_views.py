@@ -268,3 +268,14 @@ def test_after_a_relist_the_watch_reports_what_it_missed() -> None:
         ("MODIFIED", "changed"),
     ]
     assert watch.resync([job("same"), job("changed", "Running", host="mac-2"), job("new")]) == []
+
+
+def test_pulls_in_progress_are_listed_by_host() -> None:
+    busy = host("mac-2")
+    busy["status"]["pulling"] = {"template": "xcode", "tag": "16", "sizeBytes": 3 * 2**30, "startedAt": ts(5)}
+    summary = status_views.fleet_summary([host("mac-1"), busy], [])
+    rows = {str(r[0]): r[1] for r in summary.rows(NOW)}
+    assert rows["PULLS"] == "mac-2: xcode:16, 3.0 GiB, for 5m"
+    [record] = summary.record(NOW)["pulls"]
+    assert (record["host"], record["sizeBytes"], record["seconds"]) == ("mac-2", 3 * 2**30, 300)
+    assert "PULLS" not in {str(r[0]) for r in status_views.fleet_summary([host("mac-1")], []).rows(NOW)}
