@@ -166,11 +166,16 @@ class Agent:
         while True:
             try:
                 registered = await self.proto.heartbeat()
-                if self._info is not None and (backoff.failing or not registered):
+                # Level-triggered: a pull's start or end whose registration was cut short (its
+                # job cancelled mid-write) is shown correctly within a heartbeat.
+                stale = self._info is not None and self._info.pulling != self.templates.pulling
+                if self._info is not None and (backoff.failing or not registered or stale):
                     if not registered:
                         log.warning(
                             "host %s: registration missing from Redis; registering again", self._info.name
                         )
+                    if stale:
+                        self._info = self._info.model_copy(update={"pulling": self.templates.pulling})
                     await self.proto.register(self._info)
                 backoff.succeeded()
             except (RedisError, OSError) as exc:

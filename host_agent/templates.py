@@ -274,8 +274,8 @@ class TemplateStore:
         self.pulling = PullInfo(
             template=template, tag=tag, size_bytes=size.to_download if size else 0, started_at=time.time()
         )
-        await self._announce_pull()
         try:
+            await self._announce_pull()  # inside: a job cancelled meanwhile must not leave it shown
             await self.anka.registry_pull(template, tag=tag, shrink=False)
         except AnkaNotFound as exc:
             self._observe_pull("not_found", 0)

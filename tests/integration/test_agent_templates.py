@@ -364,6 +364,27 @@ async def test_prepull_pulls_in_the_background_one_at_a_time_and_reregisters(
     assert_disjoint(spans)
 
 
+async def test_a_pull_whose_job_is_cancelled_is_no_longer_shown(mac: Mac, ctl: ControllerProtocol) -> None:
+    control.write_config(mac.anka_home, latency={"pull_overhead": 300.0})  # the pull takes 3 s
+    mac.start()
+    await registered(ctl)
+    d = job("cancelled-while-pulling", template=TEMPLATE, tag="2c4r")
+    assert await ctl.reserve("mac-1", d) == "OK"
+
+    async def shown() -> PullInfo | None:
+        [snap] = await ctl.snapshot()
+        return snap.info.pulling
+
+    assert (await eventually(shown)).template == TEMPLATE
+    assert await ctl.cancel("mac-1", d.uid)
+    assert (await outcome(ctl, d)).phase == ObservedPhase.CANCELLED
+
+    async def gone() -> bool:
+        return await shown() is None
+
+    await eventually(gone)
+
+
 async def test_prepull_errors_are_logged_once_and_retried(
     mac: Mac, ctl: ControllerProtocol, redis_client: aioredis.Redis
 ) -> None:
