@@ -102,14 +102,23 @@ async def test_acquire_gives_up_when_stopped(api: KubeApiServer) -> None:
         assert await asyncio.wait_for(waiting, 2) is False
 
 
+async def steal(url: str, kube: KubeClient, holder: str, attempts: int = 20) -> bool:
+    """Write another holder into the Lease while its leader keeps renewing it: a renewal between
+    the read and the write makes the write stale (409), so read again, as a real contender would."""
+    for _ in range(attempts):
+        stolen = await lease(url)
+        stolen["spec"]["holderIdentity"] = holder
+        if await kube.replace_lease("default", "anklet-controller", stolen) is not None:
+            return True
+    return False
+
+
 async def test_the_leader_steps_down_when_someone_else_holds_the_lease(api: KubeApiServer) -> None:
     async with client(api.url) as kube:
         elector = LeaderElector(kube, config("a"))
         assert await elector.acquire(asyncio.Event())
         holding = asyncio.create_task(elector.hold(asyncio.Event()))
-        stolen = await lease(api.url)
-        stolen["spec"]["holderIdentity"] = "intruder"
-        assert await kube.replace_lease("default", "anklet-controller", stolen) is not None
+        assert await steal(api.url, kube, "intruder")
         assert await asyncio.wait_for(holding, TIMING.retry_period + 2) is False
         assert not elector.leading
 
@@ -226,9 +235,7 @@ async def test_the_keeper_reports_a_lost_lease(api: KubeApiServer) -> None:
     running = asyncio.create_task(run_elected(keeper(api.url, "a", lost), operator, stop))
     await asyncio.wait_for(operator.started.wait(), 5)
     async with client(api.url) as kube:
-        stolen = await lease(api.url)
-        stolen["spec"]["holderIdentity"] = "intruder"
-        assert await kube.replace_lease("default", "anklet-controller", stolen) is not None
+        assert await steal(api.url, kube, "intruder")
 
     async def reported() -> bool:
         return lost == ["default/anklet-controller"]
