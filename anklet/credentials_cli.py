@@ -15,7 +15,7 @@ import logging
 import secrets
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
@@ -149,10 +149,11 @@ def _nodes(admin_url: str, options: dict[str, Any]) -> list[redis.Redis]:
 
     parsed = redis_sentinel.parse(admin_url)
     redis_side, sentinel_side = redis_sentinel.client_kwargs(parsed, common, options)
-    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call]
-    primary = sentinel.discover_master(parsed.service)  # type: ignore[no-untyped-call]
-    replicas = sentinel.discover_slaves(parsed.service)  # type: ignore[no-untyped-call]
-    addresses: list[tuple[str, int]] = [primary, *replicas]
+    # redis-py types these calls from 8.x on; older releases leave them untyped.
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call, unused-ignore]
+    primary = sentinel.discover_master(parsed.service)  # type: ignore[no-untyped-call, unused-ignore]
+    replicas = sentinel.discover_slaves(parsed.service)  # type: ignore[no-untyped-call, unused-ignore]
+    addresses = cast(list[tuple[str, int]], [primary, *replicas])
     for client in sentinel.sentinels:
         client.close()
     return [redis.Redis(host=host, port=port, **redis_side) for host, port in addresses]

@@ -120,7 +120,7 @@ def connect(
 
         parsed = redis_sentinel.parse(url)
         redis_side, sentinel_side = redis_sentinel.client_kwargs(parsed, common, options)
-        sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_side)  # type: ignore[no-untyped-call, unused-ignore]
         return cast(aioredis.Redis, sentinel.master_for(parsed.service, **redis_side))
     if redis_cluster.is_cluster_url(url):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
