@@ -8,12 +8,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/anklet
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY anklet ./anklet
 COPY controller ./controller
 COPY host_agent ./host_agent
 COPY plugins ./plugins
-RUN /opt/anklet/bin/pip install . \
+RUN /opt/anklet/bin/pip install -c constraints.txt . \
     && /opt/anklet/bin/anklet --version
 
 # Runtime stage: the virtualenv, a non-root user, nothing else. The manifests run it with a

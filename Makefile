@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run dev test unit integration e2e chaos fuzz lint typecheck crds check-crds measure bench venv clean
+.PHONY: run dev test unit integration e2e chaos fuzz lint typecheck crds check-crds measure bench venv lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)
@@ -58,6 +58,13 @@ crds: venv           ## regenerate crds/ (and its copies in manifests/base/crds/
 
 check-crds: venv
 	$(BIN)/python -m anklet.crd --check
+
+lock:                ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite constraints.txt
+	rm -rf .state/lock && $(PYTHON) -m venv .state/lock
+	.state/lock/bin/python -m pip install -q --upgrade pip
+	.state/lock/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .state/lock/bin/python -m pip freeze --exclude-editable | grep -v '^anklet'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .state/lock
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
