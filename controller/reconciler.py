@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Set
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,40 +24,24 @@ from redis.exceptions import RedisError
 from anklet import plugins
 from anklet.backoff import Backoff
 from anklet.logcontext import job_fields, log_context
-from anklet.models import AnkaHostSpec, AnkaHostStatus, AnkaJob, Phase
+from anklet.models import AnkaHostSpec, AnkaJob, Phase
 from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
-from anklet.wire import DesiredVM, HostConfig, Observation, ObservedPhase, Reservation, StopReason
-from controller import hosts, phases, scheduling
-from controller.events import (
-    WARNING,
-    Event,
-    EventLedger,
-    HostView,
-    host_events,
-    is_phase_change,
-    job_events,
-)
+from anklet.wire import DesiredVM, ObservedPhase, Reservation, StopReason
+from controller import phases, scheduling
+from controller.concurrency import bounded
+from controller.handler_calls import HandlerCalls
+from controller.host_mirror import HostMirror
+from controller.job_timeline import JobTimeline
 from controller.kube import KubeClient, KubeError
-from controller.metrics import (
-    STAGES,
-    ControllerMetrics,
-    decision_label,
-    phase_started,
-    queued_since,
-    refusal_label,
-)
+from controller.metrics import ControllerMetrics, decision_label, refusal_label
 from controller.resources import resolve_resources
 from controller.snapshots import SnapshotCache
+from controller.ttl import ExpiryQueue
 
 log = logging.getLogger("anklet.controller")
 
 T = TypeVar("T")
-_OBSERVED = {
-    Phase.SUCCEEDED: ObservedPhase.SUCCEEDED,
-    Phase.FAILED: ObservedPhase.FAILED,
-    Phase.CANCELLED: ObservedPhase.CANCELLED,
-}
 
 _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 
@@ -66,29 +49,6 @@ _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 def _waiting(job: AnkaJob, now: datetime) -> float:
     created = job.metadata.creation_timestamp
     return max(0.0, (now - created).total_seconds()) if created is not None else 0.0
-
-
-async def _bounded(steps: Iterable[Awaitable[None]], limit: int = 32) -> None:
-    """Await `steps` (a lazy iterable, one job each) with at most `limit` in flight.
-
-    After a failure no new step starts, but the ones in flight finish (a job reserved in this
-    pass still gets its status written); then the first error is raised, as a serial loop would."""
-    pending = iter(steps)
-    failures: list[Exception] = []
-
-    async def worker() -> None:
-        while not failures:
-            step = next(pending, None)
-            if step is None:
-                return
-            try:
-                await step
-            except Exception as exc:
-                failures.append(exc)
-
-    await asyncio.gather(*(worker() for _ in range(limit)))
-    if failures:
-        raise failures[0]
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -101,9 +61,6 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 # How often a waiting job's explanation is rewritten when only its host counts moved.
 UNSCHEDULABLE_REFRESH = timedelta(seconds=30)
-# A handler call (a CI API behind it) gets this long; one that misses it pauses its handler.
-HANDLER_CALL_TIMEOUT = 5.0
-HANDLER_PAUSE = 15.0
 
 
 class Reconciler:
@@ -131,7 +88,7 @@ class Reconciler:
         self._capacity_changed = True
         self._wake = asyncio.Event()
         self._settled: dict[str, asyncio.Event] = {}
-        self._gc_heap: list[tuple[float, str]] = []
+        self._expiring = ExpiryQueue()  # finished jobs by when their TTL runs out
         self._backoff = Backoff(log, "controller")
         self._background: set[asyncio.Task[None]] = set()
         # Jobs whose decision a background write stage is applying: no other step touches them
@@ -143,29 +100,28 @@ class Reconciler:
         self._mirroring: asyncio.Task[None] | None = None
         self._explained: dict[str, datetime] = {}  # when we last wrote a waiting job's explanation
         self._last_full_pass = float("-inf")  # monotonic time of the last pass that decided every job
-        self._handler_paused: dict[str, float] = {}  # handler -> monotonic time its calls resume
         self._sweeping: asyncio.Task[None] | None = None
         self._resync_due = False
         self._orphans: dict[str, float] = {}
-        self._gc_planned: set[str] = set()
-        self.host_specs: dict[str, AnkaHostSpec] = {}
-        self.host_statuses: dict[str, AnkaHostStatus] = {}
-        self.loss = hosts.LossTracker(grace=host_lost_seconds)
         self.snapshots = SnapshotCache(proto.snapshot)  # one fleet read serves back-to-back passes
+        self.ankahosts = HostMirror(proto, kube, self.snapshots, lost_seconds=host_lost_seconds)
         self._hosts_dirty = True
         self._hosts_touched: set[str] = set()  # hosts named by host events since the last mirror
         self._mirror_all = True
-        self._host_mirror_failed = False
-        self._host_configs: dict[str, HostConfig] = {}
-        # Observability: Events once per transition, stage timings, the fleet for the gauges.
-        self.fleet: list[HostSnapshot] = []  # the last fleet read (the metrics' fleet gauges)
-        self._ledger = EventLedger()  # transitions already posted as Events, per job uid
-        self._since: dict[str, tuple[Phase, float]] = {}  # when each job entered its phase (Unix)
-        self._host_views: dict[str, HostView] = {}  # what each AnkaHost's Events last said
-        self._host_uids: dict[str, str] = {}
-        self._lost_reported: set[str] = set()
+        self.handlers = HandlerCalls(proto, self._retry_soon)
         self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.timeline = JobTimeline(kube, self.metrics, clock)
         self.metrics.bind(self)
+
+    @property
+    def host_specs(self) -> Mapping[str, AnkaHostSpec]:
+        """The operator's AnkaHost specs (cordon, labels, prePull) by host name."""
+        return self.ankahosts.specs
+
+    @property
+    def fleet(self) -> list[HostSnapshot]:
+        """The last fleet read from Redis (the metrics' fleet gauges)."""
+        return self.ankahosts.fleet
 
     # ----- inputs -------------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -177,8 +133,7 @@ class Reconciler:
             self.jobs.pop(uid, None)
             self._explained.pop(uid, None)
             self._versions.pop(uid, None)
-            self._ledger.forget(uid)
-            self._since.pop(uid, None)
+            self.timeline.forget(uid)
             self._capacity_changed = True
             self._wake.set()
             return
@@ -190,37 +145,17 @@ class Reconciler:
         except ValidationError as exc:
             log.error("ignoring malformed AnkaJob %s: %s", body.get("metadata", {}).get("name"), exc)
             return
-        if uid not in self.jobs and job.status.phase == Phase.PENDING and job.status.attempts == 0:
-            first_seen = self.clock().timestamp()
-            self._since[uid] = (Phase.PENDING, queued_since(job.metadata.creation_timestamp, first_seen))
+        if uid not in self.jobs:
+            self.timeline.first_seen(job)
         self.jobs[uid] = job
         self._versions[uid] = rv
         self.mark(uid)
 
     def observe_host(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Take one AnkaHost watch event: the operator's spec (cordon, labels, prePull)."""
-        name = body.get("metadata", {}).get("name", "")
-        if not name:
+        if not self.ankahosts.observe(body, deleted=deleted):
             return
-        if deleted:
-            self.host_specs.pop(name, None)
-            self.host_statuses.pop(name, None)
-            self._host_views.pop(name, None)
-            self._host_uids.pop(name, None)
-        else:
-            self._host_uids[name] = body.get("metadata", {}).get("uid", "")
-            try:
-                spec = AnkaHostSpec.model_validate(body.get("spec") or {})
-                status = AnkaHostStatus.model_validate(body.get("status") or {})
-            except ValidationError as exc:
-                log.error("ignoring malformed AnkaHost %s: %s", name, exc)
-                return
-            known = self.host_specs.get(name)
-            self.host_specs[name], self.host_statuses[name] = spec, status
-            if known == spec:
-                # Only the status moved (mostly our own write echoing back): nothing to re-plan,
-                # and re-planning every pending job per AnkaHost write does not scale.
-                return
+        name = body.get("metadata", {}).get("name", "")
         self._hosts_dirty = True
         self._hosts_touched.add(name)
         self.capacity_changed()
@@ -252,8 +187,8 @@ class Reconciler:
         self._dirty.update(self.jobs)
         while True:
             timeout = self.resync_seconds
-            if self._gc_heap:
-                timeout = max(0.0, min(timeout, self._gc_heap[0][0] - time.time()))
+            if (deadline := self._expiring.next_deadline()) is not None:
+                timeout = max(0.0, min(timeout, deadline - time.time()))
             if not self._dirty and not self._capacity_changed:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -347,96 +282,14 @@ class Reconciler:
             return result
 
     async def mirror_hosts(self, *, changed: set[str] | None = None) -> None:
-        """AnkaHosts follow the Macs' registrations; hosts whose lease stays gone are lost.
-
-        With `changed`, only those hosts' AnkaHosts are rebuilt (plus any whose readiness flipped
-        or that have none yet): a release on one Mac must not cost a status build for every Mac.
-        Everything is mirrored on resync, which also carries the heartbeat-only updates."""
-        snapshot = await self.snapshots.get()
-        self.fleet = snapshot
-        now = time.monotonic()
-        self.loss.update(snapshot, now)
+        """AnkaHosts follow the Macs' registrations (only the `changed` ones, unless None: a
+        release on one Mac must not cost a status build for every Mac); the jobs of hosts
+        whose lease stays gone are reconciled (they move or fail `HostLost`)."""
         names = {uid: f"{j.metadata.namespace}/{j.metadata.name}" for uid, j in self.jobs.items()}
-        for snap in snapshot:
-            previous = self.host_statuses.get(snap.info.name)
-            unchanged = previous is not None and previous.ready == snap.ready
-            if changed is not None and snap.info.name not in changed and unchanged:
-                continue
-            try:
-                with log_context(host=snap.info.name):
-                    await self._mirror_host(snap, names)
-            except KubeError as exc:
-                # Without the AnkaHost CRD (or its RBAC) hosts still schedule; say so once.
-                if not self._host_mirror_failed:
-                    log.error("cannot mirror hosts into AnkaHost objects: %s", exc)
-                self._host_mirror_failed = True
-        lost_now = self.loss.lost_hosts(now)
-        for lost in sorted(lost_now - self._lost_reported):
-            message = f"no heartbeat for {self.loss.grace:.0f} s: jobs not yet running move to other hosts"
-            with log_context(host=lost):
-                log.warning("host %s lost: %s", lost, message)
-            await self._host_event(lost, Event("HostLost", message, WARNING))
-        self._lost_reported = lost_now
+        lost_now = await self.ankahosts.mirror(names, changed=changed)
         for uid, job in self.jobs.items():
             if job.status.host in lost_now and not job.status.phase.is_terminal():
                 self.mark(uid)
-
-    async def _mirror_host(self, snap: HostSnapshot, names: Mapping[str, str]) -> None:
-        name = snap.info.name
-        previous = self.host_statuses.get(name)
-        status = hosts.build_status(snap, jobs=hosts.job_names(snap, names), previous=previous)
-        if name not in self.host_specs and (created := await self.kube.create_host(name)) is not None:
-            log.info("AnkaHost %s created for a newly registered Mac", name)
-            self.host_specs[name] = AnkaHostSpec()
-            self._host_uids[name] = created.get("metadata", {}).get("uid", "")
-            await self._host_event(name, Event("Registered", f"a Mac registered as {name}"))
-        spec = self.host_specs.get(name)
-        if spec is not None:
-            config = HostConfig(pre_pull=spec.pre_pull, unschedulable=spec.unschedulable, labels=spec.labels)
-            if self._host_configs.get(name) != config:
-                await self.proto.put_host_config(name, config)
-                self._host_configs[name] = config
-        patch = hosts.status_patch(status, previous)
-        if patch is not None:
-            body = await self.kube.patch_host_status(name, patch)
-            if body is not None:
-                self.host_statuses[name] = AnkaHostStatus.model_validate(body.get("status") or {})
-                uid = body.get("metadata", {}).get("uid", "")
-                self._host_uids[name] = uid or self._host_uids.get(name, "")
-            self._host_mirror_failed = False
-        await self._host_transitions(name, status, previous, spec)
-
-    async def _host_transitions(
-        self, name: str, status: AnkaHostStatus, previous: AnkaHostStatus | None, spec: AnkaHostSpec | None
-    ) -> None:
-        """Post the AnkaHost's Events for what changed since its Events last spoke (so a write
-        repeated from a stale view says nothing twice)."""
-        after = HostView(
-            ready=status.ready,
-            cordoned=spec is not None and spec.unschedulable,
-            draining=status.draining,
-            vms=status.allocated.vm_slots,
-        )
-        before = self._host_views.get(name)
-        if before is None and previous is not None:
-            # First look in this process: compare with what the AnkaHost said (not the cordon:
-            # what it was before is unknown, and a restart must not announce it again).
-            before = HostView(
-                ready=previous.ready,
-                cordoned=after.cordoned,
-                draining=previous.draining,
-                vms=previous.allocated.vm_slots,
-            )
-        self._host_views[name] = after
-        for event in host_events(before, after):
-            logger = log.warning if event.type == WARNING else log.info
-            logger("host %s: %s: %s", name, event.reason, event.message)
-            await self._host_event(name, event)
-
-    async def _host_event(self, name: str, event: Event) -> None:
-        await self.kube.host_event(
-            name, self._host_uids.get(name, ""), reason=event.reason, message=event.message, type_=event.type
-        )
 
     async def sweep_plugins(self) -> None:
         """Let each handler remove its leftovers (e.g. runner registrations nothing owns)."""
@@ -481,7 +334,7 @@ class Reconciler:
             uid: job for uid in sorted(dirty - self._in_flight) if (job := self.jobs.get(uid)) is not None
         }
         waiting = {uid: job for uid, job in current.items() if self._wants_host(job)}
-        await _bounded(one(uid, job) for uid, job in waiting.items())
+        await bounded(one(uid, job) for uid, job in waiting.items())
         if capacity_changed:
             for uid, job in self.jobs.items():
                 if not self._wants_host(job):
@@ -503,7 +356,7 @@ class Reconciler:
                 if await self._scoped(job, self._reconcile_one(job)):
                     self._deferred.add(uid)  # requeued (a retry, a lost host): plan it again
 
-            self._start_stage(set(others), _bounded(step(uid, job) for uid, job in others.items()))
+            self._start_stage(set(others), bounded(step(uid, job) for uid, job in others.items()))
 
     @staticmethod
     async def _scoped(job: AnkaJob, step: Awaitable[T]) -> T:
@@ -545,7 +398,7 @@ class Reconciler:
         except plugins.UnknownPlugin as exc:
             await self._finish(job, Phase.FAILED, "InvalidSpec", str(exc))
             return False
-        stop = await self._plugin_call(job, plugin.check(job))
+        stop = await self.handlers.call(job, plugin.check(job))
         if stop is not None and stop.retry and status.host is None:
             stop = None  # nothing placed yet: nothing to retry
         cancelling = job.spec.cancel or job.metadata.deletion_timestamp is not None or stop is not None
@@ -565,10 +418,10 @@ class Reconciler:
         host, uid = status.host, job.metadata.uid
         obs = await self.proto.observation(host, uid)
         if stop is None and obs is not None and obs.phase == ObservedPhase.CANCELLED:
-            stop = await self._recorded_stop(host, uid)
+            stop = await self.handlers.recorded_stop(host, uid)
         if obs is not None:
             try:
-                obs = await self._interpret(job, plugin, obs, stop)
+                obs = await self.handlers.interpret(job, plugin, obs, stop)
             except plugins.NotYet:
                 return False
             outcome = phases.apply_observation(
@@ -604,7 +457,7 @@ class Reconciler:
                 await self.proto.release(host, uid, status.attempts)
                 self.capacity_changed(host)
             return False
-        if self.loss.lost(host, time.monotonic()):
+        if self.ankahosts.loss.lost(host, time.monotonic()):
             patch = phases.host_lost(status, backoff_limit=job.spec.backoff_limit, now=now)
             if patch is not None:
                 job = await self._write(job, patch)  # its Event: Failed (HostLost) or HostLost (retry)
@@ -621,16 +474,8 @@ class Reconciler:
             )
             return self._wants_host(job)
         if desired is not None and (obs is None or not obs.phase.is_terminal()):
-            await self._ensure_secrets(job, plugin, host, desired, sizing_done=obs is not None)
+            await self.handlers.ensure_secrets(job, plugin, host, desired, sizing_done=obs is not None)
         return False
-
-    async def _recorded_stop(self, host: str, uid: str) -> plugins.Stop | None:
-        """The handler's reason for a teardown, as recorded with the cancel request."""
-        desired = await self.proto.desired(host, uid)
-        if desired is None or desired.stop is None:
-            return None
-        s = desired.stop
-        return plugins.Stop(reason=s.reason, message=s.message, phase=Phase(s.phase), retry=s.retry)
 
     async def _mirror(self, job: AnkaJob, plugin: plugins.HandlerPlugin) -> AnkaJob:
         """Write the handler's own status fields when they differ from what status shows."""
@@ -640,100 +485,6 @@ class Reconciler:
         current = job.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         changed = {k: v for k, v in fields.items() if current.get(k) != v}
         return await self._write(job, changed) if changed else job
-
-    async def _interpret(
-        self, job: AnkaJob, plugin: plugins.HandlerPlugin, obs: Observation, stop: plugins.Stop | None
-    ) -> Observation:
-        """Let the handler name the outcome of a finished attempt (e.g. from the CI's verdict)."""
-        if not (obs.phase.is_terminal() and obs.vm_deleted) or obs.attempt != job.status.attempts:
-            return obs
-        if stop is not None and obs.phase == ObservedPhase.CANCELLED:
-            phase = ObservedPhase.FAILED if stop.retry else _OBSERVED[stop.phase]
-            return obs.model_copy(
-                update={
-                    "phase": phase,
-                    "retryable": stop.retry,
-                    "reason": stop.reason,
-                    "message": stop.message,
-                }
-            )
-        if obs.retryable or obs.phase == ObservedPhase.CANCELLED:
-            return obs
-        verdict = await self._plugin_call(job, plugin.judge(job, obs), reraise=(plugins.NotYet,))
-        if verdict is None:
-            return obs
-        if verdict.phase is None:
-            update = {"phase": ObservedPhase.FAILED, "retryable": True}
-        else:
-            update = {"phase": _OBSERVED[verdict.phase], "retryable": False}
-        return obs.model_copy(update={**update, "reason": verdict.reason, "message": verdict.message})
-
-    async def _ensure_secrets(
-        self, job: AnkaJob, plugin: plugins.HandlerPlugin, host: str, desired: DesiredVM, *, sizing_done: bool
-    ) -> None:
-        """Level-triggered: whenever a live attempt needs secrets and its host has none, make them.
-
-        Not for an unsized attempt the host has not reported on yet: it will most likely hand
-        the job back once it knows the size, and the secret (a runner registration) be wasted."""
-        if not desired.workload.needs_secrets or desired.cancel:
-            return
-        if desired.cpu == 0 and desired.memory_mib == 0 and not sizing_done:
-            return
-        if await self.proto.has_secret(host, desired.uid, desired.attempt):
-            return
-        env = await self._plugin_call(
-            job, plugin.secrets(job, vm_name=desired.vm_name, attempt=desired.attempt)
-        )
-        if env is not None:
-            await self.proto.put_secret(host, desired.uid, desired.attempt, env)
-
-    async def _plugin_call(
-        self, job: AnkaJob, call: Coroutine[Any, Any, T], *, reraise: tuple[type[BaseException], ...] = ()
-    ) -> T | None:
-        """A handler's I/O failing must not stall other jobs: log it, retry on a later pass.
-
-        Nor may a slow one: a pass waits for its jobs' steps, and a CI API that is rate limited
-        or failing can keep a call busy for minutes (its client waits out the limit). So each call
-        has a deadline, and a handler that missed one is paused for a while: its calls are skipped
-        (as if they failed: the job is retried later, and one that waits for a verdict keeps
-        waiting) so every other job, of any handler, keeps being scheduled."""
-        name, now = job.spec.handler, time.monotonic()
-        paused_until = self._handler_paused.get(name, 0.0)
-        if now < paused_until:
-            call.close()
-            self._retry_soon(job.metadata.uid, max(1.0, paused_until - now))
-            if plugins.NotYet in reraise:
-                raise plugins.NotYet()
-            return None
-        try:
-            return await asyncio.wait_for(call, HANDLER_CALL_TIMEOUT)
-        except reraise:
-            raise
-        except TimeoutError:
-            self._handler_paused[name] = time.monotonic() + HANDLER_PAUSE
-            log.warning(
-                "handler %s did not answer within %.0f s (for %s/%s); its calls pause for %.0f s",
-                name,
-                HANDLER_CALL_TIMEOUT,
-                job.metadata.namespace,
-                job.metadata.name,
-                HANDLER_PAUSE,
-            )
-            self._retry_soon(job.metadata.uid, HANDLER_PAUSE)
-            if plugins.NotYet in reraise:
-                raise plugins.NotYet() from None
-            return None
-        except Exception as exc:
-            log.warning(
-                "handler %s failed for %s/%s: %s: %s; retrying later",
-                job.spec.handler,
-                job.metadata.namespace,
-                job.metadata.name,
-                type(exc).__name__,
-                exc,
-            )
-            self._retry_soon(job.metadata.uid)
-            return None
 
     def _retry_soon(self, uid: str, delay: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
@@ -767,10 +518,7 @@ class Reconciler:
         jobs.sort(
             key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
         )
-        raw = await self.snapshots.get()
-        self.fleet = raw
-        self.loss.update(raw, time.monotonic())
-        snapshot = [hosts.effective(s, self.host_specs.get(s.info.name)) for s in raw]
+        snapshot = self.ankahosts.take(await self.snapshots.get(), time.monotonic())
         sizes = await self.proto.template_sizes()
         wall = self.clock()
         requests = []
@@ -820,7 +568,7 @@ class Reconciler:
         async def reserve(job: AnkaJob, request: scheduling.JobRequest, host: str) -> None:
             reserved[job.metadata.uid] = await self._scoped(job, self._reserve(job, request, host))
 
-        await _bounded(
+        await bounded(
             reserve(by_uid[r.uid], r, d.host) for r, d in decisions if isinstance(d, scheduling.Placement)
         )
         steps = [
@@ -852,7 +600,7 @@ class Reconciler:
         # arrived meanwhile, a freed slot) is planned and reserved without waiting behind them.
         self._start_stage(
             {r.uid for r, _ in steps},
-            _bounded(
+            bounded(
                 self._scoped(
                     by_uid[r.uid],
                     self._apply_decision(by_uid[r.uid], r, d, snapshot, reserved=reserved.get(r.uid)),
@@ -937,7 +685,7 @@ class Reconciler:
         if patch is not None:
             job = await self._write(job, patch)  # its Event: Scheduled
         # The host is already pulling and cloning; the secrets race it and usually win.
-        await self._ensure_secrets(
+        await self.handlers.ensure_secrets(
             job, plugins.handler(job.spec.handler), decision.host, desired, sizing_done=False
         )
 
@@ -1007,41 +755,12 @@ class Reconciler:
                 self._background.add(asyncio.get_running_loop().create_task(self._cleanup(updated)))
                 self._settle(updated)
                 self._plan_gc(updated)
-        await self._transition(job, updated)
+        await self.timeline.record(job, updated)
         return updated
-
-    async def _transition(self, before: AnkaJob, after: AnkaJob) -> None:
-        """Post the Events of the transition this write made, once each (the ledger drops what a
-        repeated step or a stale view would post again), and time the stage that ended."""
-        uid = after.metadata.uid
-        for event in job_events(before.status, after.status, backoff_limit=after.spec.backoff_limit):
-            if not self._ledger.fresh(uid, event.key):
-                continue
-            if is_phase_change(event):
-                self._measure(before, after, event)
-            await self.kube.event(after, reason=event.reason, message=event.message, type_=event.type)
-
-    def _measure(self, before: AnkaJob, after: AnkaJob, event: Event) -> None:
-        uid, now = after.metadata.uid, self.clock().timestamp()
-        left, entered = before.status.phase, after.status.phase
-        created = before.metadata.creation_timestamp
-        started = phase_started(before.status, self._since.get(uid), created=created)
-        stage = STAGES.get(left)
-        if stage is not None and started is not None and now >= started:
-            self.metrics.stage_duration.labels(stage=stage).observe(now - started)
-            if left == Phase.PENDING and entered == Phase.SCHEDULED and before.status.attempts == 0:
-                self.metrics.scheduling_latency.observe(now - started)
-        if entered.is_terminal():
-            self.metrics.finished.labels(phase=entered.value).inc()
-            self._since.pop(uid, None)
-            return
-        if entered == Phase.PENDING:
-            self.metrics.retries.labels(reason=event.reason).inc()
-        self._since[uid] = (entered, now)
 
     async def _cleanup(self, job: AnkaJob) -> None:
         with contextlib.suppress(plugins.UnknownPlugin):
-            await self._plugin_call(job, plugins.handler(job.spec.handler).cleanup(job))
+            await self.handlers.call(job, plugins.handler(job.spec.handler).cleanup(job))
 
     def _settle(self, job: AnkaJob) -> None:
         event = self._settled.pop(job.metadata.uid, None)
@@ -1049,21 +768,11 @@ class Reconciler:
             event.set()
 
     def _plan_gc(self, job: AnkaJob) -> None:
-        ttl = job.spec.ttl_seconds_after_finished
-        done = job.status.completion_time
-        if ttl is None or done is None or job.metadata.uid in self._gc_planned:
-            return
-        self._gc_planned.add(job.metadata.uid)
-        heapq.heappush(self._gc_heap, ((done + timedelta(seconds=ttl)).timestamp(), job.metadata.uid))
+        self._expiring.plan(job)
 
     def _collect_gc(self) -> None:
         """Delete finished jobs whose TTL expired (the finalizer then lets them go at once)."""
-        due = []
-        while self._gc_heap and self._gc_heap[0][0] <= time.time():
-            uid = heapq.heappop(self._gc_heap)[1]
-            self._gc_planned.discard(uid)
-            due.append(uid)
-        for uid in due:
+        for uid in self._expiring.due(time.time()):
             job = self.jobs.get(uid)
             if job is not None and job.status.phase.is_terminal():
                 self._background.add(asyncio.get_running_loop().create_task(self._delete(job)))
@@ -1075,6 +784,5 @@ class Reconciler:
             await self.kube.delete(job.metadata.namespace, job.metadata.name)
         except _IO_ERRORS as exc:
             log.warning("could not delete expired %s: %s; retrying in 10 s", job.metadata.name, exc)
-            self._gc_planned.add(job.metadata.uid)
-            heapq.heappush(self._gc_heap, (time.time() + 10.0, job.metadata.uid))
+            self._expiring.at(job.metadata.uid, time.time() + 10.0)
             self._wake.set()
