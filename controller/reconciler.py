@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Set
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from anklet.redis_protocol import ControllerProtocol, HostSnapshot
 from anklet.vmname import VMName
 from anklet.wire import DesiredVM, ObservedPhase, Reservation, StopReason
 from controller import phases, scheduling
+from controller.backlog import Backlog, Waiting
 from controller.concurrency import bounded
 from controller.handler_calls import HandlerCalls
 from controller.host_mirror import HostMirror
@@ -46,9 +47,22 @@ T = TypeVar("T")
 _IO_ERRORS = (RedisError, KubeError, httpx.HTTPError, OSError)
 
 
-def _waiting(job: AnkaJob, now: datetime) -> float:
-    created = job.metadata.creation_timestamp
-    return max(0.0, (now - created).total_seconds()) if created is not None else 0.0
+class _JobNames(Mapping[str, str]):
+    """namespace/name by job uid, looked up when asked: a mirror of a few hosts names the few
+    jobs on them, instead of building a name for every job the controller holds."""
+
+    def __init__(self, jobs: Mapping[str, AnkaJob]) -> None:
+        self._jobs = jobs
+
+    def __getitem__(self, uid: str) -> str:
+        meta = self._jobs[uid].metadata
+        return f"{meta.namespace}/{meta.name}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -99,6 +113,7 @@ class Reconciler:
         self._stage_error: Exception | None = None  # a failed write stage, raised in `run`'s backoff
         self._mirroring: asyncio.Task[None] | None = None
         self._explained: dict[str, datetime] = {}  # when we last wrote a waiting job's explanation
+        self.backlog = Backlog()  # the jobs waiting for a host, in queue order
         self._last_full_pass = float("-inf")  # monotonic time of the last pass that decided every job
         self._sweeping: asyncio.Task[None] | None = None
         self._resync_due = False
@@ -132,6 +147,7 @@ class Reconciler:
         if deleted:
             self.jobs.pop(uid, None)
             self._explained.pop(uid, None)
+            self.backlog.discard(uid)
             self._versions.pop(uid, None)
             self.timeline.forget(uid)
             self._capacity_changed = True
@@ -147,9 +163,16 @@ class Reconciler:
             return
         if uid not in self.jobs:
             self.timeline.first_seen(job)
+        self._store(uid, job, rv)
+        self.mark(uid)
+
+    def _store(self, uid: str, job: AnkaJob, rv: int) -> None:
         self.jobs[uid] = job
         self._versions[uid] = rv
-        self.mark(uid)
+        if self._wants_host(job):
+            self.backlog.put(job)
+        else:
+            self.backlog.discard(uid)
 
     def observe_host(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Take one AnkaHost watch event: the operator's spec (cordon, labels, prePull)."""
@@ -285,8 +308,9 @@ class Reconciler:
         """AnkaHosts follow the Macs' registrations (only the `changed` ones, unless None: a
         release on one Mac must not cost a status build for every Mac); the jobs of hosts
         whose lease stays gone are reconciled (they move or fail `HostLost`)."""
-        names = {uid: f"{j.metadata.namespace}/{j.metadata.name}" for uid, j in self.jobs.items()}
-        lost_now = await self.ankahosts.mirror(names, changed=changed)
+        lost_now = await self.ankahosts.mirror(_JobNames(self.jobs), changed=changed)
+        if not lost_now:
+            return
         for uid, job in self.jobs.items():
             if job.status.host in lost_now and not job.status.phase.is_terminal():
                 self.mark(uid)
@@ -335,17 +359,11 @@ class Reconciler:
         }
         waiting = {uid: job for uid, job in current.items() if self._wants_host(job)}
         await bounded(one(uid, job) for uid, job in waiting.items())
-        if capacity_changed:
-            for uid, job in self.jobs.items():
-                if not self._wants_host(job):
-                    continue
-                if uid in self._in_flight:
-                    self._replan_after_stage = True
-                else:
-                    pending[uid] = job
-        if pending:
+        if capacity_changed and not self._in_flight.isdisjoint(self.backlog.uids()):
+            self._replan_after_stage = True  # in-flight jobs are skipped: plan them once they land
+        if pending or (capacity_changed and len(self.backlog) > len(self._in_flight & self.backlog.uids())):
             # Only a capacity pass may skip jobs, and never one marked since: its reason may differ.
-            await self._schedule(list(pending.values()), may_skip=capacity_changed, changed=set(waiting))
+            await self._schedule(list(pending.values()), capacity=capacity_changed, changed=set(waiting))
         # Everything else (observations, cancels, lost hosts: Redis, API and CI round trips) runs
         # as a background stage, so a slow step (a CI API waiting out its rate limit) does not
         # hold back the next pass. A job it hands back to the queue comes back when it ends.
@@ -491,72 +509,102 @@ class Reconciler:
         loop.call_later(delay, self.mark, uid)
 
     async def _schedule(
-        self, jobs: list[AnkaJob], *, may_skip: bool = False, changed: Set[str] = frozenset()
+        self, jobs: list[AnkaJob], *, capacity: bool = False, changed: Set[str] = frozenset()
     ) -> None:
         """One scheduling pass, timed and counted for the metrics."""
         started = time.perf_counter()
         try:
-            await self._schedule_pass(jobs, may_skip=may_skip, changed=changed)
+            await self._schedule_pass(jobs, capacity=capacity, changed=changed)
         finally:
             self.metrics.passes.inc()
             self.metrics.pass_duration.observe(time.perf_counter() - started)
 
-    async def _schedule_pass(self, jobs: list[AnkaJob], *, may_skip: bool, changed: Set[str]) -> None:
-        """Plan `jobs`, reserve the placements, then write statuses in the background.
+    async def _schedule_pass(self, jobs: list[AnkaJob], *, capacity: bool, changed: Set[str]) -> None:
+        """Plan `jobs` (with `capacity`: every waiting job), reserve the placements, then write
+        statuses in the background.
 
-        A capacity pass (`may_skip`: every waiting job is in `jobs`) decides every job once per
-        UNSCHEDULABLE_REFRESH, which refreshes the host counts in their explanations; between
-        those, once the fleet has no free slot left, the jobs that already say why they wait
-        (and were not `changed` since) are skipped, so a freed slot costs the jobs up to it, not
-        the whole backlog (`scheduling.plan`'s `quiet`)."""
+        A capacity pass decides every waiting job once per UNSCHEDULABLE_REFRESH, which
+        refreshes the host counts in their explanations. Between those, once the fleet has no
+        free slot left, the jobs that already say why they wait (and were not `changed` since)
+        are skipped (`scheduling.plan`'s `quiet`), and only the head of the backlog is read
+        (`scheduling.plan_head`): a freed slot costs the jobs up to it, not the whole backlog."""
         skip = False
-        if may_skip:
+        if capacity:
             now = time.monotonic()
             skip = now - self._last_full_pass < UNSCHEDULABLE_REFRESH.total_seconds()
             if not skip:
                 self._last_full_pass = now
-        jobs.sort(
-            key=lambda j: (j.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), j.metadata.name)
-        )
         snapshot = self.ankahosts.take(await self.snapshots.get(), time.monotonic())
         sizes = await self.proto.template_sizes()
         wall = self.clock()
-        requests = []
-        by_uid = {}
+        wall_ts = wall.timestamp()
+        by_uid: dict[str, AnkaJob] = {}
+        built: dict[str, scheduling.JobRequest] = {}
         # A job's size depends only on its spec's resources, template and tag; without resources
         # it is looked up across every host's templates, so look each combination up once.
         resolved: dict[tuple[str, str | None, tuple[int, int] | None], tuple[int, int]] = {}
-        for job in jobs:
+
+        def request(entry: Waiting) -> scheduling.JobRequest:
+            known = built.get(entry.uid)
+            if known is not None:
+                return known
+            job = entry.job
             spec = job.spec
             own = (spec.resources.cpu, spec.resources.memory_mib) if spec.resources is not None else None
             key = (spec.template, spec.tag, own)
             if key not in resolved:
                 resolved[key] = resolve_resources(spec, snapshot, sizes)
             cpu, memory = resolved[key]
-            requests.append(
-                scheduling.JobRequest(
-                    uid=job.metadata.uid,
-                    attempts=job.status.attempts,
-                    cpu=cpu,
-                    memory_mib=memory,
-                    template=job.spec.template,
-                    tag=job.spec.tag,
-                    host_selector=job.spec.host_selector or {},
-                    queue=job.spec.queue,
-                    priority=job.spec.priority,
-                    waiting_seconds=_waiting(job, wall),
-                    mounts=bool(job.spec.mounts),
-                )
+            by_uid[entry.uid] = job
+            built[entry.uid] = scheduling.JobRequest(
+                uid=entry.uid,
+                attempts=job.status.attempts,
+                cpu=cpu,
+                memory_mib=memory,
+                template=spec.template,
+                tag=spec.tag,
+                host_selector=spec.host_selector or {},
+                queue=spec.queue,
+                priority=spec.priority,
+                waiting_seconds=entry.waiting(wall_ts),
+                mounts=bool(spec.mounts),
             )
-            by_uid[job.metadata.uid] = job
-        decisions = scheduling.plan(
-            requests,
-            snapshot,
-            starvation_seconds=self.starvation_seconds,
-            quiet=(lambda r: r.uid not in changed and phases.explained(by_uid[r.uid].status))
-            if skip
-            else None,
-        )
+            return built[entry.uid]
+
+        def quiet(r: scheduling.JobRequest) -> bool:
+            return r.uid not in changed and r.uid not in self.backlog.unexplained()
+
+        if skip:
+            queued = self.backlog
+            held = {r.uid for h in snapshot for r in h.reservations}
+            always = {uid for uid in (changed | queued.unexplained() | held) if uid in queued}
+            if self.starvation_seconds is not None:
+                always |= {e.uid for e in queued.created_by(wall_ts - self.starvation_seconds)}
+            must = sorted(
+                (e for uid in always - self._in_flight if (e := queued.get(uid))), key=lambda e: e.key
+            )
+
+            def head(size: int) -> tuple[list[scheduling.JobRequest], bool]:
+                entries, complete = queued.head(size, skip=self._in_flight)
+                return [request(e) for e in entries], complete
+
+            decisions = scheduling.plan_head(
+                head,
+                [request(e) for e in must],
+                snapshot,
+                quiet=quiet,
+                starvation_seconds=self.starvation_seconds,
+            )
+        else:
+            if capacity:
+                entries = list(self.backlog.ordered(skip=self._in_flight))
+            else:
+                entries = sorted(
+                    (self.backlog.get(j.metadata.uid) or Waiting.of(j) for j in jobs), key=lambda e: e.key
+                )
+            decisions = scheduling.plan(
+                [request(e) for e in entries], snapshot, starvation_seconds=self.starvation_seconds
+            )
         for _, decision in decisions:
             self.metrics.decisions.labels(decision=decision_label(decision)).inc()
         # Dispatch first: every placement of the pass is reserved (which wakes its host) before
@@ -588,8 +636,8 @@ class Reconciler:
             )
         ]
         log.debug(
-            "pass: %d jobs, %d placed, %d to write, %d already in flight",
-            len(jobs),
+            "pass: %d jobs decided, %d placed, %d to write, %d already in flight",
+            len(decisions),
             len(reserved),
             len(steps),
             len(self._in_flight),
@@ -739,8 +787,7 @@ class Reconciler:
         updated = AnkaJob.model_validate(body)
         uid = job.metadata.uid
         if uid in self.jobs and _rv(body) >= self._versions.get(uid, 0):
-            self.jobs[uid] = updated
-            self._versions[uid] = _rv(body)
+            self._store(uid, updated, _rv(body))
         before, after = job.status.phase, updated.status.phase
         if before != after:
             log.info(

@@ -200,9 +200,8 @@ def plan(
         for h in hosts
     }
     held = {r.uid: (h.info.name, r.attempt) for h in hosts for r in h.reservations}
-    usable = [s for s in states.values() if s.ready and s.info.schedulable]
-    free_slots = sum(max(0, s.info.vm_slots - s.used_slots) for s in usable)
-    unheld = len(usable)  # hosts a starving job could still hold (it changes later jobs' reasons)
+    free_slots = free_vm_slots(hosts)
+    unheld = sum(1 for h in hosts if _usable(h))  # hosts a starving job could still hold
     # Same answers as `place` for every job, without scanning every host per job (see placement).
     index: PassIndex[JobRequest, _HostState, Unfit] = PassIndex(states, unfit=_unfit, score=_score)
     hold = _HoldTargets(states)
@@ -241,6 +240,48 @@ def plan(
                 index.changed(target.info.name)
         decisions.append((job, decision))
     return decisions
+
+
+def _usable(host: HostSnapshot) -> bool:
+    return host.ready and host.info.schedulable
+
+
+def free_vm_slots(hosts: Sequence[HostSnapshot]) -> int:
+    """VM slots free on the hosts that take new jobs (what `plan` can still place)."""
+    return sum(max(0, h.info.vm_slots - len(h.reservations)) for h in hosts if _usable(h))
+
+
+def plan_head(
+    head: Callable[[int], tuple[Sequence[JobRequest], bool]],
+    always: Sequence[JobRequest],
+    hosts: Sequence[HostSnapshot],
+    *,
+    quiet: Callable[[JobRequest], bool],
+    starvation_seconds: float | None = 600.0,
+    first: int | None = None,
+) -> list[tuple[JobRequest, Decision]]:
+    """`plan(queue, hosts, quiet=quiet)` for a long queue, reading only its head.
+
+    `head(k)` gives the queue's first k jobs in `order` and whether that is all of it;
+    `always` holds the queue's jobs that `plan` decides wherever they stand: the ones that are
+    not quiet, hold a reservation, or are starving. Once the placements have used every free
+    slot, `plan` decides nothing else behind them, so when the head's own placements use them all,
+    the rest of the queue needs no look (and no request built). Otherwise the head grows and
+    the plan is redone; being pure, it gives exactly the decisions of a pass over the whole
+    queue (property-tested), at a cost that follows the free slots, not the backlog."""
+    free = free_vm_slots(hosts)
+    size = first if first is not None else max(64, 4 * free)
+    while True:
+        jobs, complete = head(size)
+        seen = {j.uid for j in jobs}
+        behind = [j for j in always if j.uid not in seen]
+        decisions = plan([*jobs, *behind], hosts, starvation_seconds=starvation_seconds, quiet=quiet)
+        # Only the head's own placements count: a job behind it may not take a slot that a
+        # quiet job between them would have taken in a pass over everything.
+        placed = sum(1 for r, d in decisions if isinstance(d, Placement) and r.uid in seen)
+        if complete or placed >= free:
+            return decisions
+        size *= 4
 
 
 def _place_indexed(

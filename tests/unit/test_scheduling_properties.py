@@ -302,3 +302,35 @@ def test_skipping_quiet_jobs_after_the_last_free_slot_changes_no_decision(
         assert decision == full[uid]
     for uid in set(full) - set(partial):
         assert uid in quiet and isinstance(full[uid], scheduling.Unschedulable), (uid, full[uid])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    hosts=snapshots,
+    jobs=requests,
+    quiet_ids=st.sets(st.integers(min_value=0, max_value=24)),
+    first=st.integers(min_value=0, max_value=6),
+)
+def test_planning_the_head_of_the_queue_decides_exactly_like_planning_all_of_it(
+    hosts: list[HostSnapshot], jobs: list[JobRequest], quiet_ids: set[int], first: int
+) -> None:
+    """`plan_head` reads the queue a head at a time (from `first` jobs, growing) and looks
+    behind it only at the jobs a pass always decides; it returns the very decisions, in the same
+    order, of `plan` over the whole queue."""
+    quiet_uids = {f"job-{i}" for i in quiet_ids}
+
+    def quiet(r: JobRequest) -> bool:
+        return r.uid in quiet_uids
+
+    ordered = scheduling.order(jobs)
+    held = {r.uid for h in hosts for r in h.reservations}
+    always = [j for j in ordered if not quiet(j) or j.uid in held or j.waiting_seconds >= 600.0]
+    looked: list[int] = []
+
+    def head(k: int) -> tuple[list[JobRequest], bool]:
+        looked.append(k)
+        return ordered[:k], k >= len(ordered)
+
+    decided = scheduling.plan_head(head, always, hosts, quiet=quiet, first=max(1, first))
+    assert decided == plan(jobs, hosts, quiet=quiet)
+    assert looked == sorted(looked) and len(looked) <= 5  # the head only grows, and fast
